@@ -1,0 +1,457 @@
+/**
+ * `deno task bench cluster`: ConcordKV against etcd, side by side on this machine.
+ *
+ * For each system in turn it starts a 3-node cluster on free loopback ports (fsync on both; etcd
+ * is Debian's `etcd-server`, installed with apt-get when missing), preloads the key space, runs
+ * the same workloads at each concurrency, records throughput, latency percentiles, errors and the
+ * CPU used by the client and by every server process, then stops the cluster (always, also on
+ * failure or Ctrl-C). At the end it prints one table with ConcordKV/etcd ratios and writes JSON,
+ * the table (Markdown) and an SVG chart to `bench/results/`.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import process from "node:process";
+import { type BenchRow, renderSvg, renderTable } from "./chart.ts";
+import { LoadClient, type LoadResult, type LoadSpec, type Workload, WORKLOADS } from "./load.ts";
+import type { SystemName } from "./load_adapters.ts";
+import type { NodeCommand } from "./load_concordkv.ts";
+import { type BenchCluster, cpuSnapshot } from "./load_cluster.ts";
+import { ensureEtcd, EtcdCluster } from "./etcd_cluster.ts";
+import { type CpuProfile, formatProfile, summarizeProfile } from "./load_profile.ts";
+
+/** The usage text. */
+export const CLUSTER_BENCH_USAGE =
+  `Usage: deno task bench cluster [--quick] [--duration S] [--systems concordkv,etcd] [options]
+
+Starts a 3-node ConcordKV and a 3-node etcd in turn on loopback and runs the same workloads
+(put, linearizable get, serializable get, 90/10 get/put) at each concurrency against both.
+Prints one table with ConcordKV/etcd ratios; writes JSON, Markdown and SVG to bench/results/.
+Installs Debian's etcd-server with apt-get if etcd is missing.
+
+Options:
+  --quick              short runs, base case only (under ~2 minutes)
+  --duration S         measured seconds per run (default 5, quick 2)
+  --warmup S           warm-up seconds per run (default 1, quick 0.5)
+  --systems LIST       systems in run order (default concordkv,etcd); also "stub", an
+                       in-memory grpc-js KVStore (no Raft, no disk: the grpc-js ceiling),
+                       "h2stub", the same over raw HTTP/2 with coalesced writes, and
+                       "concordkv@DIR", ConcordKV from another checkout (A/B of a change:
+                       --systems concordkv,concordkv@/tmp/base gives new/old ratios)
+  --concurrency LIST   concurrent clients (default 1,16,64,256)
+  --workloads LIST     of put,get,get-ser,mixed (default all)
+  --no-variants        skip the 4 KiB-value and 100k-key runs (implied by --quick)
+  --target T           leader (default: every channel to the leader) or all (spread over nodes)
+  --channels N         grpc channels (connections) per endpoint (default 4)
+  --workers N          Web Workers running the load (default 0: the main thread)
+  --profile DIR        run ConcordKV nodes under --cpu-prof, profiles in DIR/node-<id>
+  --out PREFIX         output prefix (default bench/results/cluster-latest)
+  -h, --help           print this help`;
+
+/** Parsed options. */
+export interface ClusterBenchOptions {
+  quick: boolean;
+  durationS: number;
+  warmupS: number;
+  /** System labels in run order: a {@linkcode SystemName}, or `concordkv@DIR`. */
+  systems: string[];
+  concurrency: number[];
+  workloads: Workload[];
+  variants: boolean;
+  target: "leader" | "all";
+  channels: number;
+  workers: number;
+  profileDir?: string;
+  out: string;
+}
+
+class UsageError extends Error {}
+
+function list(text: string): string[] {
+  return text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function positive(text: string, what: string, integer = false): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`${what} must be a ${integer ? "whole " : ""}number ≥ 0, got "${text}"`);
+  }
+  return n;
+}
+
+/** Parses the command line; returns `"help"` for `--help`. */
+export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "help" {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: "boolean", default: false },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      systems: { type: "string", default: "concordkv,etcd" },
+      concurrency: { type: "string", default: "1,16,64,256" },
+      workloads: { type: "string", default: WORKLOADS.join(",") },
+      "no-variants": { type: "boolean", default: false },
+      target: { type: "string", default: "leader" },
+      channels: { type: "string", default: "4" },
+      workers: { type: "string", default: "0" },
+      profile: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return "help";
+  const systems = list(values.systems!);
+  for (const s of systems) systemKind(s);
+  if (new Set(systems).size !== systems.length) {
+    throw new UsageError("--systems names a system twice");
+  }
+  const workloads = list(values.workloads!);
+  for (const w of workloads) {
+    if (!(WORKLOADS as readonly string[]).includes(w)) {
+      throw new UsageError(`unknown workload "${w}" (known: ${WORKLOADS.join(", ")})`);
+    }
+  }
+  if (values.target !== "leader" && values.target !== "all") {
+    throw new UsageError(`--target must be leader or all, got "${values.target}"`);
+  }
+  const quick = values.quick!;
+  const concurrency = list(values.concurrency!).map((c) => positive(c, "--concurrency", true));
+  if (concurrency.some((c) => c < 1)) throw new UsageError("--concurrency must be ≥ 1");
+  return {
+    quick,
+    durationS: positive(values.duration ?? (quick ? "2" : "5"), "--duration"),
+    warmupS: positive(values.warmup ?? (quick ? "0.5" : "1"), "--warmup"),
+    systems,
+    concurrency,
+    workloads: workloads as Workload[],
+    variants: !quick && !values["no-variants"],
+    target: values.target,
+    channels: Math.max(1, positive(values.channels!, "--channels", true)),
+    workers: positive(values.workers!, "--workers", true),
+    profileDir: values.profile,
+    out: values.out ?? new URL("./results/cluster-latest", import.meta.url).pathname,
+  };
+}
+
+/**
+ * The kind of a `--systems` label and, for `concordkv@DIR`, the checkout to run the nodes from.
+ * Throws a usage error for an unknown label.
+ */
+export function systemKind(label: string): { kind: SystemName; tree?: string } {
+  if (label === "concordkv" || label === "etcd" || label === "stub" || label === "h2stub") {
+    return { kind: label };
+  }
+  const m = /^concordkv@(.+)$/.exec(label);
+  if (m) return { kind: "concordkv", tree: m[1]!.replace(/\/+$/, "") };
+  throw new UsageError(
+    `unknown system "${label}" (known: concordkv, etcd, stub, h2stub, concordkv@DIR)`,
+  );
+}
+
+/** One planned step: a preload (`fill`) or a measured run. */
+export interface Step {
+  spec: Omit<LoadSpec, "warmupMs" | "durationMs">;
+  measured: boolean;
+}
+
+/** The runs of one system, in order: preloads before the reads that need them. */
+export function planSteps(opts: ClusterBenchOptions): Step[] {
+  const steps: Step[] = [];
+  const fill = (keys: number, valueSize: number) =>
+    steps.push({
+      spec: { workload: "fill", keys, valueSize, concurrency: 256 },
+      measured: false,
+    });
+  const run = (workload: Workload, keys: number, valueSize: number, concurrency: number) =>
+    steps.push({ spec: { workload, keys, valueSize, concurrency }, measured: true });
+  const needsFill = opts.workloads.some((w) => w !== "put");
+  if (needsFill) fill(10_000, 256);
+  for (const c of opts.concurrency) {
+    for (const w of opts.workloads) run(w, 10_000, 256, c);
+  }
+  if (opts.variants) {
+    const c = opts.concurrency.includes(64) ? 64 : opts.concurrency[opts.concurrency.length - 1]!;
+    const reads = opts.workloads.filter((w) => w !== "put");
+    if (reads.length > 0) fill(10_000, 4096);
+    for (const w of opts.workloads) run(w, 10_000, 4096, c);
+    if (reads.length > 0) fill(100_000, 256);
+    for (const w of opts.workloads) run(w, 100_000, 256, c);
+  }
+  return steps;
+}
+
+function say(line: string): void {
+  console.error(line);
+}
+
+async function startCluster(
+  label: string,
+  opts: ClusterBenchOptions,
+): Promise<BenchCluster> {
+  const { kind: system, tree } = systemKind(label);
+  if (system === "etcd") return await EtcdCluster.start();
+  if (system === "stub") {
+    const { StubCluster } = await import("./load_stub_server.ts");
+    return await StubCluster.start();
+  }
+  if (system === "h2stub") {
+    const { H2StubCluster } = await import("./load_h2_stub.ts");
+    return await H2StubCluster.start();
+  }
+  // Imported lazily so that an etcd-only run works while the node is being built.
+  const { ConcordKvCluster } = await import("./load_concordkv.ts");
+  let profileDir = opts.profileDir;
+  if (profileDir !== undefined && tree !== undefined) {
+    profileDir += `/${label.replace(/\W+/g, "_")}`;
+  }
+  if (profileDir !== undefined) await Deno.mkdir(profileDir, { recursive: true });
+  // Another checkout's nodes come from its own launch.ts (its REPO_ROOT, its node_main.ts).
+  const launch = tree === undefined
+    ? undefined
+    : (await import(new URL(`file://${Deno.realPathSync(tree)}/server/launch.ts`).href)) as {
+      nodeCommand: NodeCommand;
+    };
+  return await ConcordKvCluster.start({ cpuProfDir: profileDir, nodeCommand: launch?.nodeCommand });
+}
+
+function fmtRun(
+  system: string,
+  spec: LoadSpec,
+  r: LoadResult,
+  client: number,
+  srv: number[],
+  other: number,
+) {
+  const errs = r.errors > 0 ? ` errors=${r.errors} ${JSON.stringify(r.errorKinds)}` : "";
+  const miss = r.misses > 0 ? ` misses=${r.misses}` : "";
+  return `  ${system} ${spec.workload} keys=${spec.keys} value=${spec.valueSize} ` +
+    `c=${spec.concurrency}: ${Math.round(r.throughput)} ops/s p50=${r.latencyMs.p50} ` +
+    `p99=${r.latencyMs.p99} p99.9=${r.latencyMs.p999} ms; cpu client=${client.toFixed(2)} ` +
+    `servers=${srv.map((c) => c.toFixed(2)).join("/")} other=${other.toFixed(2)}` +
+    ` leader=${r.throughput > 0 ? Math.round((srv[0]! * 1e6) / r.throughput) : "—"}µs/op` +
+    `${other > 0.25 ? " (NOISY: other processes used CPU)" : ""}${errs}${miss}`;
+}
+
+/** Runs every step against one system; the cluster is always stopped. */
+export async function benchSystem(
+  system: string,
+  opts: ClusterBenchOptions,
+  onRow: (row: BenchRow) => void,
+  cleanup: Set<() => Promise<void>>,
+): Promise<void> {
+  say(`${system}: starting ${system.endsWith("stub") ? "the stub server" : "a 3-node cluster"}`);
+  const t0 = performance.now();
+  const cluster = await startCluster(system, opts);
+  const stop = () => cluster.stop();
+  cleanup.add(stop);
+  let client: LoadClient | undefined;
+  try {
+    say(
+      `${system}: leader ${cluster.leader} (ready in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s)`,
+    );
+    const endpoints = opts.target === "leader" ? [cluster.leader] : cluster.endpoints;
+    client = await LoadClient.connect({
+      system: systemKind(system).kind,
+      adapter: { endpoints, channelsPerEndpoint: opts.channels },
+      workers: opts.workers,
+    });
+    for (const step of planSteps(opts)) {
+      const spec: LoadSpec = {
+        ...step.spec,
+        warmupMs: step.measured ? opts.warmupS * 1000 : 0,
+        durationMs: opts.durationS * 1000,
+      };
+      // Leader first, as in cluster.endpoints.
+      const pids = [
+        cluster.leaderProcess,
+        ...cluster.processes.filter((p) => p !== cluster.leaderProcess),
+      ].map((p) => p.pid);
+      const cpuBefore = await cpuSnapshot(pids);
+      const cpu0 = process.cpuUsage();
+      const w0 = performance.now();
+      const r = await client.run(spec);
+      const wall = (performance.now() - w0) / 1000;
+      const cpu = process.cpuUsage(cpu0);
+      const cpuAfter = await cpuSnapshot(pids);
+      const clientCores = (cpu.user + cpu.system) / 1e6 / wall;
+      const serverCores = pids.map((_, i) => (cpuAfter.procs[i]! - cpuBefore.procs[i]!) / wall);
+      // Whatever else ran on the machine meanwhile (another benchmark, a test suite): noise.
+      const machineCores = (cpuAfter.machineBusy - cpuBefore.machineBusy) / wall;
+      const otherCores = Math.max(
+        0,
+        machineCores - clientCores - serverCores.reduce((a, b) => a + (b || 0), 0),
+      );
+      if (!step.measured) {
+        say(
+          `  ${system} preload ${spec.keys} keys × ${spec.valueSize} B: ${
+            Math.round(r.throughput)
+          } puts/s${r.errors > 0 ? `, ${r.errors} retried errors` : ""}`,
+        );
+        continue;
+      }
+      say(fmtRun(system, spec, r, clientCores, serverCores, otherCores));
+      onRow({
+        system,
+        workload: spec.workload,
+        keys: spec.keys,
+        valueSize: spec.valueSize,
+        concurrency: spec.concurrency,
+        throughput: r.throughput,
+        ops: r.ops,
+        errors: r.errors,
+        errorKinds: r.errorKinds,
+        latencyMs: r.latencyMs,
+        seconds: r.seconds,
+        misses: r.misses,
+        clientCores: Math.round(clientCores * 100) / 100,
+        serverCores: serverCores.map((c) => Math.round(c * 100) / 100),
+        otherCores: Math.round(otherCores * 100) / 100,
+      });
+    }
+  } finally {
+    await client?.close();
+    say(`${system}: stopping the cluster`);
+    await stop();
+    cleanup.delete(stop);
+  }
+  const { kind, tree } = systemKind(system);
+  if (kind === "concordkv" && opts.profileDir !== undefined) {
+    const dir = tree === undefined
+      ? opts.profileDir
+      : `${opts.profileDir}/${system.replace(/\W+/g, "_")}`;
+    await summarizeLeaderProfile(dir, cluster.leaderProcess.name);
+  }
+}
+
+/** Prints and saves (`<dir>/leader-summary.txt`) the summary of the leader's CPU profile. */
+async function summarizeLeaderProfile(dir: string, leaderName: string): Promise<void> {
+  const id = /(\d+)$/.exec(leaderName)?.[1];
+  const nodeDir = `${dir}/node-${id}`;
+  const files: string[] = [];
+  try {
+    for await (const e of Deno.readDir(nodeDir)) {
+      if (e.name.endsWith(".cpuprofile")) files.push(`${nodeDir}/${e.name}`);
+    }
+  } catch {
+    // no profile directory
+  }
+  if (files.length === 0) {
+    say(`no CPU profile in ${nodeDir} (the node must exit through Deno.exit on SIGTERM)`);
+    return;
+  }
+  files.sort();
+  const file = files[files.length - 1]!;
+  const text = formatProfile(
+    summarizeProfile(JSON.parse(await Deno.readTextFile(file)) as CpuProfile),
+    40,
+  );
+  await Deno.writeTextFile(`${dir}/leader-summary.txt`, `leader ${leaderName}: ${file}\n${text}\n`);
+  say(
+    `leader profile: ${file}\n${
+      text.split("\n").slice(0, 16).join("\n")
+    }\n(full: ${dir}/leader-summary.txt)`,
+  );
+}
+
+/** The JSON written to `<out>.json`. */
+export interface ClusterBenchReport {
+  kind: "cluster";
+  startedAt: string;
+  finishedAt: string;
+  machine: { cpus: number; deno: string; etcd?: string };
+  options: Omit<ClusterBenchOptions, "out">;
+  rows: BenchRow[];
+  failures: { system: string; message: string }[];
+}
+
+async function etcdVersion(): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command(await ensureEtcd(say), { args: ["--version"] }).output();
+    return /etcd Version: (\S+)/.exec(new TextDecoder().decode(out.stdout))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Entry point of `deno task bench cluster`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let opts;
+  try {
+    opts = parseClusterBenchArgs(args);
+  } catch (e) {
+    if (!(e instanceof UsageError) && !(e instanceof TypeError)) throw e;
+    console.error(`bench cluster: ${e.message}\n\n${CLUSTER_BENCH_USAGE}`);
+    return 2;
+  }
+  if (opts === "help") {
+    console.log(CLUSTER_BENCH_USAGE);
+    return 0;
+  }
+  const cleanup = new Set<() => Promise<void>>();
+  const onSignal = async () => {
+    say("interrupted: stopping clusters");
+    await Promise.allSettled([...cleanup].map((f) => f()));
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  const { out, ...shown } = opts;
+  const report: ClusterBenchReport = {
+    kind: "cluster",
+    startedAt: new Date().toISOString(),
+    finishedAt: "",
+    machine: {
+      cpus: navigator.hardwareConcurrency,
+      deno: Deno.version.deno,
+      etcd: opts.systems.includes("etcd") ? await etcdVersion() : undefined,
+    },
+    options: shown,
+    rows: [],
+    failures: [],
+  };
+  const started = performance.now();
+  try {
+    for (const system of opts.systems) {
+      try {
+        await benchSystem(system, opts, (row) => report.rows.push(row), cleanup);
+      } catch (e) {
+        const message = e instanceof Error ? e.message : String(e);
+        say(`${system}: FAILED: ${message}`);
+        report.failures.push({ system, message });
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await Promise.allSettled([...cleanup].map((f) => f()));
+  }
+  report.finishedAt = new Date().toISOString();
+  const table = renderTable(report.rows, opts.systems);
+  const header = `Cluster benchmark ${report.startedAt} — 3 nodes each on loopback, ` +
+    `${report.machine.cpus} CPUs, Deno ${report.machine.deno}` +
+    (report.machine.etcd ? `, etcd ${report.machine.etcd}` : "") +
+    `; ${opts.durationS} s per run after ${opts.warmupS} s warm-up; clients → ${opts.target}, ` +
+    `${opts.channels} channels/endpoint`;
+  console.log(`\n${header}\n\n${table}\n`);
+  const svg = renderSvg(report.rows, {
+    systems: opts.systems,
+    keys: 10_000,
+    valueSize: 256,
+  });
+  const dir = out.slice(0, out.lastIndexOf("/"));
+  if (dir !== "") await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(`${out}.json`, JSON.stringify(report, null, 2) + "\n");
+  await Deno.writeTextFile(`${out}.md`, `${header}\n\n${table}\n`);
+  await Deno.writeTextFile(`${out}.svg`, svg);
+  say(
+    `wrote ${out}.json, ${out}.md, ${out}.svg (${
+      ((performance.now() - started) / 1000).toFixed(0)
+    } s)`,
+  );
+  for (const f of report.failures) say(`FAILED ${f.system}: ${f.message.split("\n")[0]}`);
+  return report.failures.length > 0 ? 1 : 0;
+}

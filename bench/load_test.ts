@@ -1,0 +1,113 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { keyOf, mergeParts, runLoops, splitEven, valueOf } from "./load.ts";
+import type { KvAdapter } from "./load_adapters.ts";
+import { Histogram } from "./load_stats.ts";
+
+Deno.test("splitEven spreads a total over parts, larger first", () => {
+  deepEqual(splitEven(10, 3), [4, 3, 3]);
+  deepEqual(splitEven(1, 2), [1, 0]);
+  deepEqual(splitEven(256, 2), [128, 128]);
+});
+
+Deno.test("keys are fixed-width and values deterministic", () => {
+  equal(new TextDecoder().decode(keyOf(42)), "k/00000042");
+  deepEqual(valueOf(16, 3), valueOf(16, 3));
+  equal(valueOf(4096).length, 4096);
+});
+
+Deno.test("mergeParts sums counts and computes throughput over the window", () => {
+  const h1 = new Histogram(), h2 = new Histogram();
+  h1.record(1000);
+  h2.record(3000);
+  const r = mergeParts([
+    {
+      hist: h1.toData(),
+      ops: 100,
+      errors: 1,
+      errorKinds: { UNAVAILABLE: 1 },
+      windowMs: 2000,
+      misses: 0,
+    },
+    {
+      hist: h2.toData(),
+      ops: 300,
+      errors: 2,
+      errorKinds: { UNAVAILABLE: 2 },
+      windowMs: 2000,
+      misses: 1,
+    },
+  ]);
+  equal(r.ops, 400);
+  equal(r.errors, 3);
+  deepEqual(r.errorKinds, { UNAVAILABLE: 3 });
+  equal(r.throughput, 200);
+  equal(r.misses, 1);
+  equal(r.hist.count, 2);
+});
+
+function fakeStore(failEvery = 0): KvAdapter & { puts: Map<string, number> } {
+  const puts = new Map<string, number>();
+  let calls = 0;
+  return {
+    puts,
+    async put(key) {
+      await new Promise((r) => setTimeout(r, 1));
+      if (failEvery > 0 && ++calls % failEvery === 0) {
+        throw Object.assign(new Error("x"), { code: 14 });
+      }
+      const k = new TextDecoder().decode(key);
+      puts.set(k, (puts.get(k) ?? 0) + 1);
+    },
+    async get(key) {
+      await new Promise((r) => setTimeout(r, 1));
+      return puts.has(new TextDecoder().decode(key));
+    },
+    close() {},
+  };
+}
+
+Deno.test("fill writes every key of its range even when some puts fail", async () => {
+  const store = fakeStore(7);
+  const part = await runLoops(
+    store,
+    { workload: "fill", keys: 200, valueSize: 8, concurrency: 8, warmupMs: 0, durationMs: 0 },
+    { concurrency: 8, fillFrom: 50, fillTo: 150, startAt: Date.now() },
+  );
+  equal(store.puts.size, 100);
+  ok([...store.puts.keys()].every((k) => k >= "k/00000050" && k < "k/00000150"));
+  equal(part.ops, 100);
+  ok(part.errors > 0);
+  equal(part.errorKinds.UNAVAILABLE, part.errors);
+});
+
+Deno.test("fixed op count mode measures exactly that many operations", async () => {
+  const store = fakeStore();
+  const part = await runLoops(
+    store,
+    {
+      workload: "put",
+      keys: 10,
+      valueSize: 8,
+      concurrency: 4,
+      warmupMs: 0,
+      durationMs: 0,
+      ops: 40,
+    },
+    { concurrency: 4, ops: 40, startAt: Date.now() },
+  );
+  equal(part.ops, 40);
+  equal(part.hist.count, 40);
+  ok(part.windowMs > 0);
+});
+
+Deno.test("a duration run counts reads that miss", async () => {
+  const store = fakeStore();
+  const part = await runLoops(
+    store,
+    { workload: "get", keys: 10, valueSize: 8, concurrency: 2, warmupMs: 20, durationMs: 60 },
+    { concurrency: 2, startAt: Date.now() },
+  );
+  ok(part.ops > 0);
+  equal(part.misses, part.ops);
+  equal(part.windowMs, 60);
+});

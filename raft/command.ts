@@ -1,0 +1,386 @@
+/**
+ * State-machine commands: the data of `EntryType.Normal` log entries, in a compact, versioned
+ * binary encoding (not JSON). One entry carries a batch of commands, so a node proposes one entry
+ * per burst of client requests.
+ *
+ * Byte layout (varints are unsigned LEB128 up to 2^53 − 1; `bytes` is a varint length then the
+ * bytes; `f64` is an IEEE-754 double, little-endian). These layouts reach the disk: never change
+ * them, add a version instead.
+ *
+ * ```
+ * batch    = version:u8 (=1) count:v command*
+ * command  = op:u8 origin:v epoch:v reqId:v flags:u8 [clientId:f64 seq:v if flags&1] body
+ *   op 1 put     body = key:bytes value:bytes
+ *   op 2 delete  body = key:bytes
+ *   op 3 cas     body = casFlags:u8 key:bytes expected:bytes value:bytes
+ *                       casFlags: bit0 expect absent, bit1 delete instead of writing value
+ *   op 4 barrier body = (empty) — a linearizable read point through the log
+ * result   = version:u8 (=1) kind:u8 ...
+ *   kind 1 ok        (put, barrier)
+ *   kind 2 delete    existed:u8
+ *   kind 3 cas       success:u8 found:u8 current:bytes
+ * ```
+ *
+ * `origin` (proposing node id), `epoch` (random per process start) and `reqId` identify the
+ * request so the node that proposed it can answer its client when it applies the entry. `clientId`
+ * and `seq` are the client's exactly-once id (Raft thesis §6.3); clientId 0 means "no dedup".
+ * Empty entry data is the leader's no-op and decodes to no commands.
+ *
+ * @example
+ * ```ts
+ * import { decodeBatch, encodeBatch } from "./command.ts";
+ * const key = new TextEncoder().encode("k");
+ * const data = encodeBatch([{ op: "put", origin: 1, epoch: 7, reqId: 1, clientId: 0, seq: 0, key, value: key }]);
+ * console.log(decodeBatch(data)[0]?.op); // "put"
+ * ```
+ *
+ * @module
+ */
+
+/** Format version of a command batch. Never change its meaning. */
+export const COMMAND_VERSION = 1;
+
+const OP_PUT = 1;
+const OP_DELETE = 2;
+const OP_CAS = 3;
+const OP_BARRIER = 4;
+
+const EMPTY = new Uint8Array(0);
+
+/** Fields every command carries. */
+export interface CommandHeader {
+  /** Node that proposed it (answers the client). */
+  origin: number;
+  /** Random per-process-start tag of the origin (a restarted node never matches old requests). */
+  epoch: number;
+  /** Request id, unique per (origin, epoch). */
+  reqId: number;
+  /** Exactly-once client id; 0 means none. */
+  clientId: number;
+  /** Sequence number within clientId. */
+  seq: number;
+}
+
+/** Set `key` to `value`. */
+export interface PutCommand extends CommandHeader {
+  op: "put";
+  key: Uint8Array;
+  value: Uint8Array;
+}
+/** Remove `key`. */
+export interface DeleteCommand extends CommandHeader {
+  op: "delete";
+  key: Uint8Array;
+}
+/** Compare-and-swap. */
+export interface CasCommand extends CommandHeader {
+  op: "cas";
+  key: Uint8Array;
+  /** Expected value (ignored when expectAbsent). */
+  expected: Uint8Array;
+  expectAbsent: boolean;
+  /** New value (ignored when del). */
+  value: Uint8Array;
+  del: boolean;
+}
+/** A read point: applying it changes nothing. */
+export interface BarrierCommand extends CommandHeader {
+  op: "barrier";
+}
+/** Any state-machine command. */
+export type Command = PutCommand | DeleteCommand | CasCommand | BarrierCommand;
+
+/** The outcome of applying one command (deterministic on every replica). */
+export type CommandResult =
+  | { kind: "ok" }
+  | { kind: "delete"; existed: boolean }
+  | { kind: "cas"; success: boolean; found: boolean; current: Uint8Array };
+
+/** A malformed command buffer. */
+export class CommandCodecError extends Error {
+  override name = "CommandCodecError";
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function _varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+class _Writer {
+  buf: Uint8Array;
+  view: DataView;
+  pos = 0;
+  constructor(size: number) {
+    this.buf = new Uint8Array(size);
+    this.view = new DataView(this.buf.buffer);
+  }
+  u8(n: number): void {
+    this.buf[this.pos++] = n;
+  }
+  varint(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) {
+      throw new RangeError(`command: ${n} is not a non-negative safe integer`);
+    }
+    while (n >= 0x80) {
+      this.buf[this.pos++] = (n % 128) | 0x80;
+      n = Math.floor(n / 128);
+    }
+    this.buf[this.pos++] = n;
+  }
+  f64(n: number): void {
+    this.view.setFloat64(this.pos, n, true);
+    this.pos += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.varint(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+}
+
+class _Reader {
+  readonly buf: Uint8Array;
+  readonly view: DataView;
+  pos = 0;
+  constructor(buf: Uint8Array) {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  u8(): number {
+    if (this.pos >= this.buf.length) throw new CommandCodecError("command: truncated");
+    return this.buf[this.pos++]!;
+  }
+  varint(): number {
+    let n = 0;
+    let mul = 1;
+    for (let i = 0; i < 8; i++) {
+      const b = this.u8();
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) {
+        if (!Number.isSafeInteger(n)) throw new CommandCodecError("command: varint too large");
+        return n;
+      }
+      mul *= 128;
+    }
+    throw new CommandCodecError("command: varint too long");
+  }
+  f64(): number {
+    if (this.pos + 8 > this.buf.length) throw new CommandCodecError("command: truncated");
+    const n = this.view.getFloat64(this.pos, true);
+    this.pos += 8;
+    return n;
+  }
+  bytes(): Uint8Array {
+    const len = this.varint();
+    if (len > this.buf.length - this.pos) throw new CommandCodecError("command: truncated bytes");
+    const b = this.buf.subarray(this.pos, this.pos + len);
+    this.pos += len;
+    return b;
+  }
+}
+
+function _bodySize(c: Command): number {
+  switch (c.op) {
+    case "put":
+      return _varintSize(c.key.length) + c.key.length + _varintSize(c.value.length) +
+        c.value.length;
+    case "delete":
+      return _varintSize(c.key.length) + c.key.length;
+    case "cas":
+      return 1 + _varintSize(c.key.length) + c.key.length + _varintSize(c.expected.length) +
+        c.expected.length + _varintSize(c.value.length) + c.value.length;
+    case "barrier":
+      return 0;
+  }
+}
+
+/** Encoded size of one command (for batching under a byte budget). */
+export function commandSize(c: Command): number {
+  let n = 1 + _varintSize(c.origin) + _varintSize(c.epoch) + _varintSize(c.reqId) + 1;
+  if (c.clientId !== 0) n += 8 + _varintSize(c.seq);
+  return n + _bodySize(c);
+}
+
+/**
+ * Encodes commands as one entry's data.
+ *
+ * @example
+ * ```ts
+ * import { encodeBatch } from "./command.ts";
+ * const b = encodeBatch([{ op: "barrier", origin: 1, epoch: 1, reqId: 9, clientId: 0, seq: 0 }]);
+ * console.log(b[0]); // 1 (the version)
+ * ```
+ */
+export function encodeBatch(cmds: readonly Command[]): Uint8Array {
+  let size = 1 + _varintSize(cmds.length);
+  for (const c of cmds) size += commandSize(c);
+  const w = new _Writer(size);
+  w.u8(COMMAND_VERSION);
+  w.varint(cmds.length);
+  for (const c of cmds) {
+    w.u8(
+      c.op === "put"
+        ? OP_PUT
+        : c.op === "delete"
+        ? OP_DELETE
+        : c.op === "cas"
+        ? OP_CAS
+        : OP_BARRIER,
+    );
+    w.varint(c.origin);
+    w.varint(c.epoch);
+    w.varint(c.reqId);
+    if (c.clientId !== 0) {
+      w.u8(1);
+      w.f64(c.clientId);
+      w.varint(c.seq);
+    } else w.u8(0);
+    switch (c.op) {
+      case "put":
+        w.bytes(c.key);
+        w.bytes(c.value);
+        break;
+      case "delete":
+        w.bytes(c.key);
+        break;
+      case "cas":
+        w.u8((c.expectAbsent ? 1 : 0) | (c.del ? 2 : 0));
+        w.bytes(c.key);
+        w.bytes(c.expected);
+        w.bytes(c.value);
+        break;
+      case "barrier":
+        break;
+    }
+  }
+  if (w.pos !== size) throw new Error(`command: size ${size} != written ${w.pos}`);
+  return w.buf;
+}
+
+/**
+ * Decodes one entry's data (empty data: the leader's no-op, no commands). Byte fields are views
+ * into `data`. Throws {@linkcode CommandCodecError} on malformed input, never anything else.
+ *
+ * @example
+ * ```ts
+ * import { decodeBatch } from "./command.ts";
+ * console.log(decodeBatch(new Uint8Array(0)).length); // 0
+ * ```
+ */
+export function decodeBatch(data: Uint8Array): Command[] {
+  if (data.length === 0) return [];
+  const r = new _Reader(data);
+  const version = r.u8();
+  if (version !== COMMAND_VERSION) {
+    throw new CommandCodecError(`command: unknown batch version ${version}`);
+  }
+  const count = r.varint();
+  if (count > data.length) throw new CommandCodecError("command: bad count");
+  const out: Command[] = [];
+  for (let i = 0; i < count; i++) {
+    const op = r.u8();
+    const origin = r.varint();
+    const epoch = r.varint();
+    const reqId = r.varint();
+    const flags = r.u8();
+    let clientId = 0;
+    let seq = 0;
+    if (flags & 1) {
+      clientId = r.f64();
+      seq = r.varint();
+    }
+    const h = { origin, epoch, reqId, clientId, seq };
+    switch (op) {
+      case OP_PUT: {
+        const key = r.bytes();
+        out.push({ op: "put", ...h, key, value: r.bytes() });
+        break;
+      }
+      case OP_DELETE:
+        out.push({ op: "delete", ...h, key: r.bytes() });
+        break;
+      case OP_CAS: {
+        const cf = r.u8();
+        const key = r.bytes();
+        const expected = r.bytes();
+        const value = r.bytes();
+        out.push({
+          op: "cas",
+          ...h,
+          key,
+          expected,
+          expectAbsent: (cf & 1) !== 0,
+          value,
+          del: (cf & 2) !== 0,
+        });
+        break;
+      }
+      case OP_BARRIER:
+        out.push({ op: "barrier", ...h });
+        break;
+      default:
+        throw new CommandCodecError(`command: unknown op ${op}`);
+    }
+  }
+  if (r.pos !== data.length) throw new CommandCodecError("command: trailing bytes");
+  return out;
+}
+
+/**
+ * Encodes a result (stored in the dedup table).
+ *
+ * @example
+ * ```ts
+ * import { decodeResult, encodeResult } from "./command.ts";
+ * console.log(decodeResult(encodeResult({ kind: "delete", existed: true }))); // { kind: "delete", existed: true }
+ * ```
+ */
+export function encodeResult(res: CommandResult): Uint8Array {
+  switch (res.kind) {
+    case "ok":
+      return new Uint8Array([COMMAND_VERSION, 1]);
+    case "delete":
+      return new Uint8Array([COMMAND_VERSION, 2, res.existed ? 1 : 0]);
+    case "cas": {
+      const w = new _Writer(4 + _varintSize(res.current.length) + res.current.length);
+      w.u8(COMMAND_VERSION);
+      w.u8(3);
+      w.u8(res.success ? 1 : 0);
+      w.u8(res.found ? 1 : 0);
+      w.bytes(res.current);
+      return w.buf;
+    }
+  }
+}
+
+/** Decodes {@linkcode encodeResult}'s output; throws {@linkcode CommandCodecError} if malformed. */
+export function decodeResult(data: Uint8Array): CommandResult {
+  const r = new _Reader(data);
+  const version = r.u8();
+  if (version !== COMMAND_VERSION) {
+    throw new CommandCodecError(`result: unknown version ${version}`);
+  }
+  const kind = r.u8();
+  switch (kind) {
+    case 1:
+      return { kind: "ok" };
+    case 2:
+      return { kind: "delete", existed: r.u8() === 1 };
+    case 3: {
+      const success = r.u8() === 1;
+      const found = r.u8() === 1;
+      return { kind: "cas", success, found, current: r.bytes().slice() };
+    }
+    default:
+      throw new CommandCodecError(`result: unknown kind ${kind}`);
+  }
+}
+
+/** The empty byte string (shared). */
+export const EMPTY_BYTES: Uint8Array = EMPTY;

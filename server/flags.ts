@@ -1,0 +1,176 @@
+/**
+ * Command-line flags of a ConcordKV node (DESIGN.md §3).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+/** The default cluster: three nodes on loopback. */
+export const DEFAULT_PEERS = "1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50053";
+
+/** Log verbosity. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** Validated node options. */
+export interface NodeOptions {
+  id: number;
+  port: number;
+  host: string;
+  /** Member id → "host:port" (peers and this node). */
+  peers: Map<number, string>;
+  dataDir: string;
+  logLevel: LogLevel;
+  /** Base election timeout in ms (randomized in [t, 2t)). */
+  electionTimeoutMs: number;
+  /** Heartbeat interval in ms (also the tick length). */
+  heartbeatMs: number;
+  /** Snapshot (and truncate the log) after this many applied entries. */
+  snapshotEntries: number;
+  /** Addresses of members of a running cluster to join (empty: bootstrap from --peers). */
+  join: string[];
+  /** Self-test mode: reads served from local state with no leadership check. Hidden. */
+  unsafeLocalReads: boolean;
+  /** Stop when stdin reaches EOF (main.ts's launcher died). Hidden; set by main.ts. */
+  exitWithParent: boolean;
+}
+
+/** A bad command line; `main.ts` prints the message and the usage and exits 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** The usage text of `deno task node`. */
+export const NODE_USAGE = `Usage: deno task node --id N [--port P] [options]
+
+Starts one ConcordKV node. Clients and peers use the same port.
+
+Options:
+  --id N            this node's member id (required, a positive integer)
+  --port P          port to listen on (default: this id's port in --peers)
+  --host H          listen address (default 127.0.0.1)
+  --peers LIST      the cluster, id=host:port,... (default ${DEFAULT_PEERS})
+  --data-dir D      data directory (default ./data/node-<id>)
+  --log-level L     debug | info | warn | error (default info)
+  --election-timeout-ms T
+                    base election timeout, randomized in [T, 2T) (default 500)
+  --heartbeat-ms H  leader heartbeat interval and tick length (default 100)
+  --snapshot-entries N
+                    snapshot and truncate the Raft log every N applied entries (default 10000)
+  --join H:P[,...]  join a running cluster through these members (start empty; the member
+                    must have been added with \`kv member add\` first)
+  -h, --help        print this help`;
+
+/** Parses a `--peers` list: `1=host:port,2=host:port`. */
+export function parsePeers(text: string): Map<number, string> {
+  const peers = new Map<number, string>();
+  for (const part of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const m = /^(\d+)=(.+):(\d+)$/.exec(part);
+    if (!m) throw new UsageError(`bad --peers entry "${part}" (expected id=host:port)`);
+    const id = parsePositive(m[1]!, "--peers id");
+    parsePort(m[3]!, `--peers port of ${id}`);
+    if (peers.has(id)) throw new UsageError(`--peers names id ${id} twice`);
+    peers.set(id, `${m[2]}:${m[3]}`);
+  }
+  if (peers.size === 0) throw new UsageError("--peers is empty");
+  return peers;
+}
+
+function parsePositive(text: string, what: string): number {
+  if (!/^\d+$/.test(text)) {
+    throw new UsageError(`${what} must be a positive integer, got "${text}"`);
+  }
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    throw new UsageError(`${what} must be a positive integer, got "${text}"`);
+  }
+  return n;
+}
+
+function parsePort(text: string, what: string): number {
+  const n = parsePositive(text, what);
+  if (n > 65535) throw new UsageError(`${what} must be at most 65535, got ${n}`);
+  return n;
+}
+
+/**
+ * Parses and validates node flags; throws {@linkcode UsageError} on a bad command line and
+ * returns `"help"` for `--help`.
+ *
+ * @example
+ * ```ts
+ * const opts = parseNodeFlags(["--id", "2", "--port", "50052"]);
+ * if (opts !== "help") console.log(opts.dataDir); // "data/node-2"
+ * ```
+ */
+export function parseNodeFlags(args: string[]): NodeOptions | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        id: { type: "string" },
+        port: { type: "string" },
+        host: { type: "string", default: "127.0.0.1" },
+        peers: { type: "string", default: DEFAULT_PEERS },
+        "data-dir": { type: "string" },
+        "log-level": { type: "string", default: "info" },
+        "election-timeout-ms": { type: "string", default: "500" },
+        "heartbeat-ms": { type: "string", default: "100" },
+        "snapshot-entries": { type: "string", default: "10000" },
+        join: { type: "string" },
+        "unsafe-local-reads": { type: "boolean", default: false },
+        "exit-with-parent": { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+  if (values.help) return "help";
+  if (values.id === undefined) throw new UsageError("--id is required");
+  const id = parsePositive(values.id, "--id");
+  const peers = parsePeers(values.peers);
+  const own = peers.get(id);
+  let port: number;
+  if (values.port !== undefined) port = parsePort(values.port, "--port");
+  else if (own !== undefined) port = Number(own.slice(own.lastIndexOf(":") + 1));
+  else throw new UsageError(`--id ${id} is not in --peers; give --port`);
+  const logLevel = values["log-level"];
+  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
+    throw new UsageError(`--log-level must be debug, info, warn or error, got "${logLevel}"`);
+  }
+  if (values.host === "") throw new UsageError("--host is empty");
+  const electionTimeoutMs = parsePositive(values["election-timeout-ms"], "--election-timeout-ms");
+  const heartbeatMs = parsePositive(values["heartbeat-ms"], "--heartbeat-ms");
+  if (electionTimeoutMs < 2 * heartbeatMs) {
+    throw new UsageError(
+      `--election-timeout-ms (${electionTimeoutMs}) must be at least twice --heartbeat-ms (${heartbeatMs})`,
+    );
+  }
+  const snapshotEntries = parsePositive(values["snapshot-entries"], "--snapshot-entries");
+  const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const a of join) {
+    const m = /^(.+):(\d+)$/.exec(a);
+    if (!m) throw new UsageError(`bad --join address "${a}" (expected host:port)`);
+    parsePort(m[2]!, "--join port");
+  }
+  if (join.length === 0 && own === undefined) {
+    throw new UsageError(`--id ${id} is not in --peers (give --join to join a running cluster)`);
+  }
+  return {
+    id,
+    port,
+    host: values.host,
+    peers,
+    dataDir: values["data-dir"] ?? `data/node-${id}`,
+    logLevel: logLevel as LogLevel,
+    electionTimeoutMs,
+    heartbeatMs,
+    snapshotEntries,
+    join,
+    unsafeLocalReads: values["unsafe-local-reads"],
+    exitWithParent: values["exit-with-parent"],
+  };
+}

@@ -1,0 +1,736 @@
+/**
+ * The driver of the Raft core: the only place where the pure `RaftNode` meets time, disk and
+ * network.
+ *
+ * - A tick timer (`tickMs`, the heartbeat interval) calls `node.tick()`.
+ * - The Ready loop (one at a time): persist the snapshot / entries / hard state to the
+ *   `RaftLogStore` with ONE fsync for the whole Ready (group commit), then send the messages,
+ *   then apply the committed entries to the state machine (one atomic engine write), then serve
+ *   read states, then `advance`. Inputs that arrive while a Ready is being persisted (peer
+ *   messages, proposals) are stepped into the core at once and picked up by the next Ready, so
+ *   batches grow with load.
+ * - Client proposals are queued and proposed once per loop turn as few entries (each entry is a
+ *   batch of commands, raft/command.ts). On a follower the same batch travels to the leader as
+ *   one `Prop` message on the peer stream; the proposer's own waiter is answered when its own
+ *   state machine applies the entry (each command names its origin node, process epoch and
+ *   request id), so forwarding needs no reply path.
+ * - Linearizable reads: every read queued in one loop turn shares one ReadIndex request; once
+ *   the read state arrives and applied ≥ its index, they are served from local state.
+ *
+ * @module
+ */
+import type { RaftLogStore } from "../raft/log_store.ts";
+import type { RaftNode } from "../raft/node.ts";
+import { type Command, type CommandResult, commandSize, encodeBatch } from "../raft/command.ts";
+import {
+  type ConfChange,
+  type Entry,
+  EntryType,
+  type Message,
+  MessageType,
+  NONE,
+  type ReadState,
+  type Ready,
+} from "../raft/types.ts";
+import type { Logger } from "./log.ts";
+import { type EngineView, readSnapshotFile, type SnapKeyValue, snapPath } from "./snapshot.ts";
+import type { StateMachine } from "./state_machine.ts";
+
+/** Why a request failed, as a value the service maps to a gRPC status. */
+export class DriverError extends Error {
+  override name = "DriverError";
+  readonly kind: "unavailable" | "timeout" | "too_large" | "stopped" | "failed_precondition";
+  readonly leaderHint: number;
+  constructor(kind: DriverError["kind"], message: string, leaderHint = NONE) {
+    super(message);
+    this.kind = kind;
+    this.leaderHint = leaderHint;
+  }
+}
+
+/** A command as the service gives it (the driver fills in origin, epoch and reqId). */
+export type CommandInput =
+  | Omit<Extract<Command, { op: "put" }>, "origin" | "epoch" | "reqId">
+  | Omit<Extract<Command, { op: "delete" }>, "origin" | "epoch" | "reqId">
+  | Omit<Extract<Command, { op: "cas" }>, "origin" | "epoch" | "reqId">;
+
+/** Options of a {@linkcode RaftDriver}. */
+export interface DriverOptions {
+  id: number;
+  node: RaftNode;
+  store: RaftLogStore;
+  sm: StateMachine;
+  log: Logger;
+  /** Sends raft messages to peers. */
+  send: (msgs: Message[]) => void;
+  /** Milliseconds per tick (the heartbeat interval). */
+  tickMs: number;
+  /** Random per-process tag (see raft/command.ts). */
+  epoch: number;
+  /** Called after a membership change is applied. */
+  onConfChange?: (cc: ConfChange, index: number) => void;
+  /** Called when the leader changes. */
+  onLeaderChange?: (leader: number) => void;
+  /** A fatal error (the log store failed): the node must stop. */
+  onFatal?: (e: unknown) => void;
+  /** Snapshot support (absent: never snapshot, never install). */
+  snapshots?: SnapshotOptions;
+}
+
+/** What the driver needs to take, send and install snapshots. */
+export interface SnapshotOptions {
+  engine: {
+    flush(): Promise<void>;
+    snapshot(): EngineView;
+    replaceAll(pairs: Iterable<SnapKeyValue>): Promise<void>;
+  };
+  /** Directory of received `.snap` files. */
+  dir: string;
+  /** Snapshot after this many applied entries. */
+  entries: number;
+  /** Entries kept in the log behind a snapshot (for slow followers). */
+  keepEntries: number;
+  /** Streams the snapshot of `msg` (a Snap message) to `msg.to` from `view`. */
+  send: (msg: Message, view: EngineView) => Promise<void>;
+  /** Called after a received snapshot was installed (members may have changed). */
+  onInstalled?: () => void;
+}
+
+interface _PinnedView {
+  index: number;
+  view: EngineView;
+  refs: number;
+  stale: boolean;
+}
+
+interface _Waiter {
+  resolve: (v: { result: CommandResult; index: number }) => void;
+  reject: (e: DriverError) => void;
+  timer: ReturnType<typeof setTimeout>;
+  cmd: Command;
+}
+
+interface _ReadWaiter {
+  resolve: () => void;
+  reject: (e: DriverError) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  done: boolean;
+}
+
+interface _ReadBatch {
+  ctx: Uint8Array;
+  key: string;
+  waiters: _ReadWaiter[];
+  sentAt: number;
+  index: number;
+}
+
+/** Also snapshot once this many bytes of entries were applied since the last snapshot. */
+const SNAPSHOT_BYTES = 64 * 1024 * 1024;
+
+/** Largest engine write of one apply (the engine caps one atomic batch at 64 MiB). */
+const APPLY_BATCH_BYTES = 16 * 1024 * 1024;
+
+/** Largest command batch put into one entry (a bigger single command gets its own entry). */
+const ENTRY_BATCH_BYTES = 1024 * 1024;
+
+function _ctxKey(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+  return s;
+}
+
+/** Drives one `RaftNode`. */
+export class RaftDriver {
+  readonly #o: DriverOptions;
+  readonly node: RaftNode;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #running = false;
+  #kicked = false;
+  #stopped = false;
+  #nextReq = 1;
+  #pending: Command[] = [];
+  readonly #waiters = new Map<number, _Waiter>();
+  #readQueue: _ReadWaiter[] = [];
+  readonly #reads = new Map<string, _ReadBatch>();
+  /** Read batches whose read index is known, waiting for applied ≥ index. */
+  #readsReady: _ReadBatch[] = [];
+  #leader = NONE;
+  #role = "follower";
+  #idle: (() => void)[] = [];
+  #fatal: unknown;
+  /** Last log index known durable on this node. */
+  #durableLast: number;
+  /** The engine view at the latest local snapshot (what followers get sent). */
+  #pinned: _PinnedView | undefined;
+  #snapIndex: number;
+  readonly #sendingSnap = new Set<number>();
+  #bytesSinceSnap = 0;
+
+  constructor(opts: DriverOptions) {
+    this.#o = opts;
+    this.node = opts.node;
+    const st = this.node.status();
+    this.#leader = st.leader;
+    this.#role = st.role;
+    this.#durableLast = opts.store.lastIndex();
+    this.#snapIndex = opts.store.snapshot().meta.index;
+  }
+
+  /**
+   * Makes the latest state sendable as a snapshot at start-up: pins an engine view at the
+   * applied index (recording a new log snapshot there if the applied index moved past the last).
+   */
+  async initSnapshot(): Promise<void> {
+    const so = this.#o.snapshots;
+    if (so === undefined) return;
+    const applied = this.#o.sm.applied;
+    if (applied === 0) return;
+    if (applied > this.#snapIndex) {
+      await so.engine.flush();
+      this.#o.store.createSnapshot(applied, this.node.confState());
+      this.#snapIndex = applied;
+      await this.#o.store.sync();
+    }
+    if (applied === this.#snapIndex) this.#pin(applied, so.engine.snapshot());
+  }
+
+  #pin(index: number, view: EngineView): void {
+    const old = this.#pinned;
+    this.#pinned = { index, view, refs: 0, stale: false };
+    if (old !== undefined) {
+      old.stale = true;
+      if (old.refs === 0) old.view.release();
+    }
+  }
+
+  /** After apply: snapshot and compact the log once enough entries were applied. */
+  async #maybeSnapshot(): Promise<void> {
+    const so = this.#o.snapshots;
+    if (so === undefined) return;
+    const applied = this.#o.sm.applied;
+    if (applied - this.#snapIndex < so.entries && this.#bytesSinceSnap < SNAPSHOT_BYTES) return;
+    this.#bytesSinceSnap = 0;
+    // The engine runs without fsync: make it durable up to `applied` before the log forgets.
+    await so.engine.flush();
+    const store = this.#o.store;
+    store.createSnapshot(applied, this.node.confState());
+    this.#snapIndex = applied;
+    this.#pin(applied, so.engine.snapshot());
+    const compactTo = applied - so.keepEntries;
+    if (compactTo > store.firstIndex() - 1) store.compact(compactTo);
+    this.#o.log.info(
+      `snapshot at ${applied}; log now [${store.firstIndex()}, ${store.lastIndex()}]`,
+    );
+  }
+
+  #sendMessages(msgs: Message[]): void {
+    let plain = msgs;
+    if (msgs.some((m) => m.type === MessageType.Snap)) {
+      plain = [];
+      for (const m of msgs) {
+        if (m.type === MessageType.Snap) this.#sendSnapshot(m);
+        else plain.push(m);
+      }
+    }
+    if (plain.length > 0) this.#o.send(plain);
+  }
+
+  #sendSnapshot(m: Message): void {
+    const so = this.#o.snapshots;
+    const pinned = this.#pinned;
+    const to = m.to;
+    if (this.#sendingSnap.has(to)) return;
+    if (so === undefined || pinned === undefined || m.snapshot?.meta.index !== pinned.index) {
+      this.#o.log.warn(
+        `cannot send snapshot ${m.snapshot?.meta.index} to ${to}: no matching local view`,
+      );
+      this.node.reportSnapshot(to, false);
+      return;
+    }
+    this.#sendingSnap.add(to);
+    pinned.refs++;
+    this.#o.log.info(`sending snapshot at ${pinned.index} to node ${to}`);
+    so.send(m, pinned.view).then(
+      () => {
+        this.#o.log.info(`snapshot at ${pinned.index} installed by node ${to}`);
+        if (!this.#stopped) this.node.reportSnapshot(to, true);
+      },
+      (e) => {
+        this.#o.log.warn(`snapshot to node ${to} failed: ${e instanceof Error ? e.message : e}`);
+        if (!this.#stopped) this.node.reportSnapshot(to, false);
+      },
+    ).finally(() => {
+      this.#sendingSnap.delete(to);
+      pinned.refs--;
+      if (pinned.stale && pinned.refs === 0) pinned.view.release();
+      this.kick();
+    });
+  }
+
+  /** Starts the tick timer. */
+  start(): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = setInterval(() => {
+      if (this.#stopped) return;
+      this.node.tick();
+      this.#retryReads();
+      this.kick();
+    }, this.#o.tickMs);
+    this.kick();
+  }
+
+  /** The current leader (0 if unknown). */
+  get leader(): number {
+    return this.#leader;
+  }
+
+  /** Whether this node is the leader. */
+  get isLeader(): boolean {
+    return this.#role === "leader";
+  }
+
+  /** Steps peer messages into the core (proposals forwarded to us are proposed here). */
+  receive(msgs: Message[]): void {
+    if (this.#stopped) return;
+    for (const m of msgs) {
+      if (m.type === MessageType.Prop) {
+        if (this.#role === "leader") {
+          const err = this.node.proposeBatch(m.entries.map((e) => e.data));
+          if (err !== undefined) this.#o.log.debug(`forwarded proposal dropped: ${err.kind}`);
+        }
+        continue;
+      }
+      try {
+        this.node.step(m);
+      } catch (e) {
+        this.#o.log.warn(`message ${m.type} from ${m.from} rejected by the core: ${e}`);
+      }
+    }
+    this.kick();
+  }
+
+  /** Transport feedback. */
+  reportUnreachable(id: number): void {
+    if (this.#stopped) return;
+    this.node.reportUnreachable(id);
+  }
+
+  /**
+   * Proposes a command; resolves when this node applied it (with the result), rejects with a
+   * {@linkcode DriverError} on timeout or when no leader is known.
+   */
+  propose(
+    input: CommandInput,
+    timeoutMs: number,
+  ): Promise<{ result: CommandResult; index: number }> {
+    if (this.#stopped) {
+      return Promise.reject(new DriverError("stopped", "node is shutting down", this.#leader));
+    }
+    if (this.#fatal !== undefined) {
+      return Promise.reject(new DriverError("unavailable", `node failed: ${this.#fatal}`));
+    }
+    const reqId = this.#nextReq++;
+    const cmd = { ...input, origin: this.#o.id, epoch: this.#o.epoch, reqId } as Command;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters.delete(reqId);
+        reject(this.#unavailable("timed out waiting for the write to commit"));
+      }, timeoutMs);
+      this.#waiters.set(reqId, { resolve, reject, timer, cmd });
+      this.#pending.push(cmd);
+      this.kick();
+    });
+  }
+
+  /**
+   * Waits until a linearizable read may be served from local state (ReadIndex: the leader
+   * confirmed its leadership after this call, and this node applied up to the read index).
+   */
+  readBarrier(timeoutMs: number): Promise<void> {
+    if (this.#stopped) {
+      return Promise.reject(new DriverError("stopped", "node is shutting down", this.#leader));
+    }
+    return new Promise((resolve, reject) => {
+      const w: _ReadWaiter = { resolve, reject, timer: undefined, done: false };
+      w.timer = setTimeout(() => {
+        if (w.done) return;
+        w.done = true;
+        reject(this.#unavailable("timed out waiting for a read index"));
+      }, timeoutMs);
+      this.#readQueue.push(w);
+      this.kick();
+    });
+  }
+
+  #unavailable(msg: string): DriverError {
+    const hint = this.#leader;
+    return new DriverError(
+      hint === NONE ? "unavailable" : "timeout",
+      hint === NONE ? `no leader: ${msg}` : msg,
+      hint,
+    );
+  }
+
+  /** Schedules a turn of the Ready loop. */
+  kick(): void {
+    if (this.#kicked || this.#stopped) return;
+    this.#kicked = true;
+    queueMicrotask(() => {
+      this.#kicked = false;
+      if (!this.#running) this.#loop();
+    });
+  }
+
+  #flushProposals(): void {
+    if (this.#pending.length === 0) return;
+    if (this.#role !== "leader" && this.#leader === NONE) return; // wait for a leader (or timeout)
+    // Requests whose caller gave up (timed out) are not proposed any more.
+    const cmds = this.#pending.filter((c) => this.#waiters.has(c.reqId));
+    this.#pending = [];
+    if (cmds.length === 0) return;
+    const datas: Uint8Array[] = [];
+    let batch: Command[] = [];
+    let bytes = 0;
+    for (const c of cmds) {
+      const n = commandSize(c);
+      if (batch.length > 0 && bytes + n > ENTRY_BATCH_BYTES) {
+        datas.push(encodeBatch(batch));
+        batch = [];
+        bytes = 0;
+      }
+      batch.push(c);
+      bytes += n;
+    }
+    if (batch.length > 0) datas.push(encodeBatch(batch));
+    if (this.#role === "leader") {
+      const err = this.node.proposeBatch(datas);
+      if (err === undefined) return;
+      if (err.kind === "TooLarge") {
+        this.#failCommands(cmds, new DriverError("too_large", `command over ${err.limit} bytes`));
+        return;
+      }
+      // Transfer in progress or lost leadership: keep them for the next turn.
+      this.#pending = cmds.concat(this.#pending);
+      return;
+    }
+    this.#o.send([{
+      type: MessageType.Prop,
+      from: this.#o.id,
+      to: this.#leader,
+      term: 0,
+      logTerm: 0,
+      index: 0,
+      entries: datas.map((data) => ({ index: 0, term: 0, type: EntryType.Normal, data })),
+      commit: 0,
+      reject: false,
+      rejectHint: 0,
+      hintTerm: 0,
+      context: new Uint8Array(0),
+    }]);
+  }
+
+  #failCommands(cmds: Command[], e: DriverError): void {
+    for (const c of cmds) {
+      const w = this.#waiters.get(c.reqId);
+      if (w === undefined) continue;
+      this.#waiters.delete(c.reqId);
+      clearTimeout(w.timer);
+      w.reject(e);
+    }
+  }
+
+  #flushReads(): void {
+    if (this.#readQueue.length === 0) return;
+    if (this.#role !== "leader" && this.#leader === NONE) return;
+    const waiters = this.#readQueue.filter((w) => !w.done);
+    this.#readQueue = [];
+    if (waiters.length === 0) return;
+    const ctx = new Uint8Array(12);
+    const dv = new DataView(ctx.buffer);
+    dv.setUint32(0, this.#o.epoch >>> 0);
+    dv.setFloat64(4, this.#nextReq++);
+    const b: _ReadBatch = { ctx, key: _ctxKey(ctx), waiters, sentAt: Date.now(), index: -1 };
+    const err = this.node.readIndex(ctx);
+    if (err !== undefined) {
+      this.#readQueue = waiters.concat(this.#readQueue);
+      return;
+    }
+    this.#reads.set(b.key, b);
+  }
+
+  /** Re-asks for read indexes that got no answer (a dropped message, a leader change). */
+  #retryReads(): void {
+    const now = Date.now();
+    if (this.#readQueue.length > 0) this.#readQueue = this.#readQueue.filter((w) => !w.done);
+    if (this.#pending.length > 0 && this.#leader === NONE) {
+      this.#pending = this.#pending.filter((c) => this.#waiters.has(c.reqId));
+    }
+    for (const [key, b] of this.#reads) {
+      if (b.waiters.every((w) => w.done)) {
+        this.#reads.delete(key);
+        continue;
+      }
+      if (now - b.sentAt > Math.max(300, 3 * this.#o.tickMs)) {
+        this.#reads.delete(key);
+        this.#readQueue.push(...b.waiters.filter((w) => !w.done));
+      }
+    }
+  }
+
+  #onReadStates(states: ReadState[]): void {
+    for (const rs of states) {
+      const b = this.#reads.get(_ctxKey(rs.context));
+      if (b === undefined) continue;
+      this.#reads.delete(b.key);
+      b.index = rs.index;
+      this.#readsReady.push(b);
+    }
+  }
+
+  #serveReads(): void {
+    if (this.#readsReady.length === 0) return;
+    const applied = this.#o.sm.applied;
+    const keep: _ReadBatch[] = [];
+    for (const b of this.#readsReady) {
+      if (b.index > applied) {
+        keep.push(b);
+        continue;
+      }
+      for (const w of b.waiters) {
+        if (w.done) continue;
+        w.done = true;
+        clearTimeout(w.timer);
+        w.resolve();
+      }
+    }
+    this.#readsReady = keep;
+  }
+
+  async #loop(): Promise<void> {
+    this.#running = true;
+    try {
+      while (!this.#stopped) {
+        this.#flushProposals();
+        this.#flushReads();
+        if (!this.node.hasReady()) break;
+        const rd = this.node.ready();
+        await this.#handleReady(rd);
+        this.node.advance(rd);
+      }
+    } catch (e) {
+      this.#fatal = e;
+      this.#o.log.error(`raft loop failed: ${e instanceof Error ? e.stack ?? e.message : e}`);
+      this.#o.onFatal?.(e);
+    } finally {
+      this.#running = false;
+      const idle = this.#idle;
+      this.#idle = [];
+      for (const f of idle) f();
+    }
+  }
+
+  async #handleReady(rd: Ready): Promise<void> {
+    if (rd.softState !== undefined) this.#onSoftState(rd.softState.leader, rd.softState.role);
+    const store = this.#o.store;
+    const snap = rd.snapshot;
+    let snapFile = "";
+    if (snap !== undefined) {
+      const so = this.#o.snapshots;
+      if (so === undefined) throw new Error("received a snapshot but snapshots are not configured");
+      snapFile = snapPath(so.dir, snap.meta.index);
+      try {
+        Deno.statSync(snapFile);
+      } catch {
+        throw new Error(`snapshot ${snap.meta.index} to install has no data file ${snapFile}`);
+      }
+      store.applySnapshot(snap);
+    }
+    const prevHs = store.hardState();
+    if (rd.entries.length > 0) store.append(rd.entries);
+    if (rd.hardState !== undefined) store.setHardState(rd.hardState);
+    // The leader replicates while it writes its own log (Raft thesis §10.2.1, as etcd does): its
+    // App/Heartbeat messages only carry entries and a commit index, and the commit index can
+    // only cover this Ready's entries after followers acknowledged them, which is handled in a
+    // later Ready, after this fsync finished. So every node that learns an entry is committed
+    // learns it after the leader's copy is durable. Not when term or vote change in this Ready.
+    let late = rd.messages;
+    const termVoteSame = rd.hardState === undefined ||
+      (rd.hardState.term === prevHs.term && rd.hardState.vote === prevHs.vote);
+    if (this.#role === "leader" && snap === undefined && termVoteSame && late.length > 0) {
+      const early: Message[] = [];
+      late = [];
+      for (const m of rd.messages) {
+        if (m.type === MessageType.App || m.type === MessageType.Heartbeat) early.push(m);
+        else late.push(m);
+      }
+      if (early.length > 0) this.#o.send(early);
+    }
+    // Committed entries that were already durable here before this Ready are applied while the
+    // new entries are being fsynced; the rest after.
+    const ce = rd.committedEntries;
+    let split = 0;
+    while (snap === undefined && split < ce.length && ce[split]!.index <= this.#durableLast) {
+      split++;
+    }
+    const early = split > 0
+      ? this.#apply(split === ce.length ? ce : ce.slice(0, split))
+      : undefined;
+    // A Ready that only moves the commit index needs no fsync (etcd's MustSync): the record stays
+    // buffered and reaches the disk with the next sync; a lost commit index is relearned.
+    const syncing = rd.mustSync ? store.sync() : undefined;
+    if (early !== undefined) await early;
+    if (syncing !== undefined) await syncing;
+    if (snap !== undefined) await this.#installSnapshot(snap.meta.index, snapFile);
+    const last = rd.entries[rd.entries.length - 1];
+    if (last !== undefined) this.#durableLast = last.index;
+    if (late.length > 0) this.#sendMessages(late);
+    if (split < ce.length) await this.#apply(split === 0 ? ce : ce.slice(split));
+    if (ce.length > 0) await this.#maybeSnapshot();
+    if (rd.readStates.length > 0) this.#onReadStates(rd.readStates);
+    this.#serveReads();
+  }
+
+  async #installSnapshot(index: number, file: string): Promise<void> {
+    const so = this.#o.snapshots!;
+    await so.engine.replaceAll(readSnapshotFile(file));
+    this.#o.sm.reload();
+    if (this.#o.sm.applied !== index) {
+      this.#o.log.warn(`snapshot ${index} carried applied index ${this.#o.sm.applied}`);
+    }
+    this.#durableLast = Math.max(this.#durableLast, index);
+    this.#snapIndex = index;
+    this.#pin(index, so.engine.snapshot());
+    try {
+      Deno.removeSync(file);
+    } catch {
+      // already gone
+    }
+    this.#o.log.info(`installed snapshot at ${index}`);
+    so.onInstalled?.();
+  }
+
+  /** Applies entries in atomic engine batches of at most {@linkcode APPLY_BATCH_BYTES}. */
+  async #apply(entries: Entry[]): Promise<void> {
+    let from = 0;
+    let bytes = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const n = entries[i]!.data.length;
+      if (i > from && bytes + n > APPLY_BATCH_BYTES) {
+        await this.#applyBatch(entries.slice(from, i));
+        from = i;
+        bytes = 0;
+      }
+      bytes += n;
+    }
+    await this.#applyBatch(from === 0 ? entries : entries.slice(from));
+  }
+
+  async #applyBatch(entries: Entry[]): Promise<void> {
+    for (const e of entries) this.#bytesSinceSnap += e.data.length;
+    const { results, confChanges } = await this.#o.sm.apply(entries, {
+      origin: this.#o.id,
+      epoch: this.#o.epoch,
+    });
+    for (const { cc, index } of confChanges) {
+      this.node.applyConfChange(cc);
+      this.#o.log.info(`membership change applied at ${index}: ${cc.type} ${cc.nodeId}`);
+      this.#o.onConfChange?.(cc, index);
+    }
+    for (const r of results) {
+      const w = this.#waiters.get(r.cmd.reqId);
+      if (w === undefined) continue;
+      this.#waiters.delete(r.cmd.reqId);
+      clearTimeout(w.timer);
+      w.resolve({ result: r.result, index: r.index });
+    }
+  }
+
+  #onSoftState(leader: number, role: string): void {
+    const prevLeader = this.#leader;
+    const prevRole = this.#role;
+    this.#leader = leader;
+    this.#role = role;
+    if (role !== prevRole) {
+      if (role === "leader") this.#o.log.info(`became leader`);
+      else if (role === "candidate") this.#o.log.info(`election started`);
+      else if (role === "precandidate") this.#o.log.debug(`pre-vote started`);
+    }
+    if (leader !== prevLeader) {
+      if (leader === NONE) this.#o.log.info(`lost leader ${prevLeader}`);
+      else if (leader !== this.#o.id) this.#o.log.info(`leader is ${leader}`);
+      this.#o.onLeaderChange?.(leader);
+      if (leader !== NONE) {
+        this.#reproposeAfterLeaderChange();
+        this.kick();
+      }
+    }
+  }
+
+  /**
+   * A proposal made to the old leader may have been lost. Commands with an exactly-once id are
+   * proposed again (the state machine applies them once; the first application answers); those
+   * without one are left to their deadline (a second copy could apply twice).
+   */
+  #reproposeAfterLeaderChange(): void {
+    const queued = new Set(this.#pending.map((c) => c.reqId));
+    for (const w of this.#waiters.values()) {
+      if (w.cmd.clientId !== 0 && w.cmd.seq > 0 && !queued.has(w.cmd.reqId)) {
+        this.#pending.push(w.cmd);
+      }
+    }
+  }
+
+  /** Leader only: hands leadership to `to`. */
+  transferLeader(to: number): void {
+    this.node.transferLeader(to);
+    this.kick();
+  }
+
+  /** Resolves when the Ready loop is idle. */
+  async idle(): Promise<void> {
+    // Let a pending kick start its turn first.
+    await new Promise((r) => setTimeout(r, 0));
+    if (!this.#running) return;
+    await new Promise<void>((r) => this.#idle.push(r));
+  }
+
+  /** Stops ticking and the loop (after the current turn), failing queued requests. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.idle();
+    if (this.#pinned !== undefined && this.#pinned.refs === 0) this.#pinned.view.release();
+    this.#pinned = undefined;
+    const e = new DriverError("stopped", "node is shutting down", this.#leader);
+    for (const w of this.#waiters.values()) {
+      clearTimeout(w.timer);
+      w.reject(e);
+    }
+    this.#waiters.clear();
+    for (const w of this.#readQueue) {
+      clearTimeout(w.timer);
+      if (!w.done) w.reject(e);
+    }
+    for (const b of [...this.#reads.values(), ...this.#readsReady]) {
+      for (const w of b.waiters) {
+        clearTimeout(w.timer);
+        if (!w.done) {
+          w.done = true;
+          w.reject(e);
+        }
+      }
+    }
+  }
+
+  /** Whether the driver hit a fatal error. */
+  get failed(): boolean {
+    return this.#fatal !== undefined;
+  }
+
+  /** The current role. */
+  get role(): string {
+    return this.#role;
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * The client API `kvstore.KVStore` of a node.
+ *
+ * Every node answers every request. Writes are proposed through the local {@linkcode RaftDriver}
+ * (a follower forwards them to the leader inside its peer stream). Reads are linearizable through
+ * ReadIndex unless the request asks for `serializable` (or the node runs with
+ * `--unsafe-local-reads`, a self-test mode). Expected failures map to gRPC codes
+ * (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE with the `concordkv-leader` trailing hint,
+ * DEADLINE_EXCEEDED); nothing a client sends can crash the node or yield UNKNOWN.
+ *
+ * @module
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { CommandResult } from "../raft/command.ts";
+import { type CommandInput, DriverError, type RaftDriver } from "./raft_driver.ts";
+import type { StateMachine } from "./state_machine.ts";
+import type {
+  CompareAndSwapRequest,
+  CompareAndSwapResponse,
+  DeleteRequest,
+  DeleteResponse,
+  GetRequest,
+  GetResponse,
+  KeyValue,
+  Member,
+  MemberAddRequest,
+  MemberChangeResponse,
+  MemberIdRequest,
+  MemberListResponse,
+  PingRequest,
+  PingResponse,
+  PutRequest,
+  PutResponse,
+  ScanRequest,
+  ScanResponse,
+  StatusResponse,
+  TransferLeaderResponse,
+} from "./proto.ts";
+
+/** Largest key, in bytes. */
+export const MAX_KEY_BYTES = 64 * 1024;
+/** Largest value, in bytes. */
+export const MAX_VALUE_BYTES = 4 * 1024 * 1024;
+/** A scan answer stops (with `more`) after this many key+value bytes. */
+export const MAX_SCAN_BYTES = 12 * 1024 * 1024;
+/** Time a request waits for commit when the client set no deadline. */
+export const DEFAULT_TIMEOUT_MS = 5000;
+
+/** What the service needs of its node. */
+export interface ServiceContext {
+  readonly id: number;
+  readonly driver: RaftDriver;
+  readonly sm: StateMachine;
+  /** Serve reads from local state with no leadership check (self-test mode). */
+  readonly unsafeLocalReads: boolean;
+  /** Client address of a member, if known. */
+  addressOf(id: number): string | undefined;
+  status(): StatusResponse;
+  members(): Member[];
+  /** Membership RPCs (may reject with a {@linkcode RpcError}). */
+  memberAdd?(req: MemberAddRequest): Promise<MemberChangeResponse>;
+  memberPromote?(req: MemberIdRequest): Promise<MemberChangeResponse>;
+  memberRemove?(req: MemberIdRequest): Promise<MemberChangeResponse>;
+  transferLeader?(req: MemberIdRequest): Promise<TransferLeaderResponse>;
+}
+
+/** A failure with a gRPC status, thrown by handlers. */
+export class RpcError extends Error {
+  override name = "RpcError";
+  readonly code: grpc.status;
+  readonly leaderHint: string | undefined;
+  constructor(code: grpc.status, message: string, leaderHint?: string) {
+    super(message);
+    this.code = code;
+    this.leaderHint = leaderHint;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function _checkKey(key: Uint8Array | undefined | null, what = "key"): Uint8Array {
+  if (key === undefined || key === null || key.length === 0) {
+    throw new RpcError(grpc.status.INVALID_ARGUMENT, `${what} is empty`);
+  }
+  if (key.length > MAX_KEY_BYTES) {
+    throw new RpcError(
+      grpc.status.INVALID_ARGUMENT,
+      `${what} is ${key.length} bytes; the limit is ${MAX_KEY_BYTES} (64 KiB)`,
+    );
+  }
+  return key;
+}
+
+function _checkValue(v: Uint8Array | undefined | null, what = "value"): Uint8Array {
+  const value = v ?? EMPTY;
+  if (value.length > MAX_VALUE_BYTES) {
+    throw new RpcError(
+      grpc.status.INVALID_ARGUMENT,
+      `${what} is ${value.length} bytes; the limit is ${MAX_VALUE_BYTES} (4 MiB)`,
+    );
+  }
+  return value;
+}
+
+function _checkBound(b: Uint8Array | undefined | null, what: string): Uint8Array {
+  const v = b ?? EMPTY;
+  if (v.length > MAX_KEY_BYTES) {
+    throw new RpcError(
+      grpc.status.INVALID_ARGUMENT,
+      `${what} is longer than ${MAX_KEY_BYTES} bytes`,
+    );
+  }
+  return v;
+}
+
+/** A client id, or 0 (no exactly-once) when the id or the seq is absent. */
+function _clientId(n: unknown, seq: unknown): number {
+  if (_seq(seq) === 0) return 0;
+  const v = Number(n ?? 0);
+  return Number.isFinite(v) && v > 0 ? v : 0;
+}
+
+function _seq(n: unknown): number {
+  const v = Number(n ?? 0);
+  return Number.isSafeInteger(v) && v > 0 ? v : 0;
+}
+
+// deno-lint-ignore no-explicit-any
+type AnyCall = grpc.ServerUnaryCall<any, any>;
+
+function _timeoutMs(call: AnyCall): number {
+  const d = call.getDeadline();
+  let ms = DEFAULT_TIMEOUT_MS;
+  if (d instanceof Date) ms = d.getTime() - Date.now();
+  else if (typeof d === "number" && Number.isFinite(d)) ms = d - Date.now();
+  return Math.max(1, Math.min(ms - 5, 30_000));
+}
+
+/** Builds the `kvstore.KVStore` implementation over a node. */
+export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImplementation {
+  const fail = (e: unknown): grpc.ServiceError => {
+    let code = grpc.status.INTERNAL;
+    let details = e instanceof Error ? e.message : String(e);
+    let hint: string | undefined;
+    if (e instanceof RpcError) {
+      code = e.code;
+      hint = e.leaderHint;
+    } else if (e instanceof DriverError) {
+      hint = e.leaderHint !== 0 ? ctx.addressOf(e.leaderHint) : undefined;
+      code = e.kind === "too_large"
+        ? grpc.status.RESOURCE_EXHAUSTED
+        : e.kind === "failed_precondition"
+        ? grpc.status.FAILED_PRECONDITION
+        : grpc.status.UNAVAILABLE;
+    } else if (e instanceof Error && e.name === "InvalidArgumentError") {
+      code = grpc.status.INVALID_ARGUMENT;
+    } else {
+      details = `internal error: ${details}`;
+    }
+    const md = new grpc.Metadata();
+    if (hint !== undefined) md.set("concordkv-leader", hint);
+    else if (code === grpc.status.UNAVAILABLE) {
+      const l = ctx.driver.leader;
+      const a = l !== 0 ? ctx.addressOf(l) : undefined;
+      if (a !== undefined) md.set("concordkv-leader", a);
+    }
+    return Object.assign(new Error(details), { code, details, metadata: md }) as grpc.ServiceError;
+  };
+
+  // deno-lint-ignore no-explicit-any
+  const unary = <Req, Res>(fn: (req: Req, call: AnyCall) => Promise<Res> | Res): any => {
+    return (call: AnyCall, cb: grpc.sendUnaryData<Res>) => {
+      let p: Promise<Res>;
+      try {
+        p = Promise.resolve(fn(call.request as Req, call));
+      } catch (e) {
+        cb(fail(e));
+        return;
+      }
+      p.then((res) => cb(null, res), (e) => cb(fail(e)));
+    };
+  };
+
+  const write = (
+    input: CommandInput,
+    call: AnyCall,
+  ): Promise<{ result: CommandResult; index: number }> =>
+    ctx.driver.propose(input, _timeoutMs(call));
+
+  const readBarrier = async (serializable: boolean, call: AnyCall): Promise<void> => {
+    if (serializable || ctx.unsafeLocalReads) return;
+    await ctx.driver.readBarrier(_timeoutMs(call));
+  };
+
+  return {
+    Ping: unary<PingRequest, PingResponse>((req) => ({
+      reply: req.message ? req.message : "pong",
+    })),
+
+    Put: unary<PutRequest, PutResponse>(async (req, call) => {
+      const key = _checkKey(req.key);
+      const value = _checkValue(req.value);
+      const { index } = await write({
+        op: "put",
+        key,
+        value,
+        clientId: _clientId(req.client_id, req.seq),
+        seq: _seq(req.seq),
+      }, call);
+      return { success: true, index };
+    }),
+
+    Get: unary<GetRequest, GetResponse>(async (req, call) => {
+      const key = _checkKey(req.key);
+      await readBarrier(req.serializable === true, call);
+      const v = ctx.sm.get(key);
+      return v === undefined ? { value: EMPTY, found: false } : { value: v, found: true };
+    }),
+
+    Delete: unary<DeleteRequest, DeleteResponse>(async (req, call) => {
+      const key = _checkKey(req.key);
+      const { result, index } = await write({
+        op: "delete",
+        key,
+        clientId: _clientId(req.client_id, req.seq),
+        seq: _seq(req.seq),
+      }, call);
+      return { success: true, existed: result.kind === "delete" ? result.existed : false, index };
+    }),
+
+    Scan: unary<ScanRequest, ScanResponse>(async (req, call) => {
+      const prefix = _checkBound(req.prefix, "prefix");
+      const start = _checkBound(req.start, "start");
+      const end = _checkBound(req.end, "end");
+      const limit = Number(req.limit ?? 0);
+      await readBarrier(req.serializable === true, call);
+      const { pairs, more } = ctx.sm.scan({
+        prefix,
+        start,
+        end,
+        limit: Number.isSafeInteger(limit) && limit > 0 ? limit : 0,
+        maxBytes: MAX_SCAN_BYTES,
+      });
+      return { pairs: pairs as KeyValue[], more };
+    }),
+
+    CompareAndSwap: unary<CompareAndSwapRequest, CompareAndSwapResponse>(async (req, call) => {
+      const key = _checkKey(req.key);
+      const expected = _checkValue(req.expected, "expected");
+      const value = _checkValue(req.value);
+      const { result, index } = await write({
+        op: "cas",
+        key,
+        expected,
+        expectAbsent: req.expect_absent === true,
+        value,
+        del: req.delete === true,
+        clientId: _clientId(req.client_id, req.seq),
+        seq: _seq(req.seq),
+      }, call);
+      if (result.kind !== "cas") return { success: true, found: true, current: EMPTY, index };
+      return { success: result.success, found: result.found, current: result.current, index };
+    }),
+
+    Status: unary<unknown, StatusResponse>(() => ctx.status()),
+
+    MemberList: unary<unknown, MemberListResponse>(() => ({
+      members: ctx.members(),
+      leader_id: ctx.driver.leader,
+    })),
+
+    MemberAdd: unary<MemberAddRequest, MemberChangeResponse>((req) => {
+      if (ctx.memberAdd === undefined) {
+        throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
+      }
+      return ctx.memberAdd(req);
+    }),
+    MemberPromote: unary<MemberIdRequest, MemberChangeResponse>((req) => {
+      if (ctx.memberPromote === undefined) {
+        throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
+      }
+      return ctx.memberPromote(req);
+    }),
+    MemberRemove: unary<MemberIdRequest, MemberChangeResponse>((req) => {
+      if (ctx.memberRemove === undefined) {
+        throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
+      }
+      return ctx.memberRemove(req);
+    }),
+    TransferLeader: unary<MemberIdRequest, TransferLeaderResponse>((req) => {
+      if (ctx.transferLeader === undefined) {
+        throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
+      }
+      return ctx.transferLeader(req);
+    }),
+  };
+}

@@ -1,0 +1,473 @@
+/**
+ * The replicated state machine: applies committed log entries to the `KVEngine`.
+ *
+ * Durability comes from the Raft log (the engine is opened with `sync: "none"`): every apply
+ * batch is ONE atomic engine write that carries the user operations, the exactly-once table
+ * updates (client id → last seq + result, Raft thesis §6.3) and the new applied index. After a
+ * crash the engine holds a prefix of the applied batches, so a restart re-applies exactly the
+ * committed entries after the persisted applied index.
+ *
+ * Key layout inside the engine (never change these values; they reach the disk):
+ *
+ * ```
+ * 0x01 userKey                    user data
+ * 0x00 "applied"                  version:u8 (=1) index:v term:v
+ * 0x00 "members"                  version:u8 (=1) count:v (id:v kind:u8 address:bytes)*  kind 0 voter, 1 learner
+ * 0x00 "d" clientId:f64           seq:v result (raft/command.ts encodeResult)
+ * ```
+ *
+ * @example
+ * ```ts ignore
+ * import { KVEngine } from "../storage/mod.ts";
+ * import { StateMachine } from "./state_machine.ts";
+ * const sm = await StateMachine.open(await KVEngine.open("./data/x", { sync: "none" }));
+ * console.log(sm.applied);
+ * ```
+ *
+ * @module
+ */
+import {
+  CommandCodecError,
+  type CommandResult,
+  decodeBatch,
+  decodeResult,
+  encodeResult,
+} from "../raft/command.ts";
+import type { Command } from "../raft/command.ts";
+import { decodeConfChange } from "../raft/codec.ts";
+import { type ConfChange, type Entry, EntryType } from "../raft/types.ts";
+
+/** One operation of an atomic engine batch (storage/engine.ts `BatchOp`). */
+export interface EngineOp {
+  type: "put" | "delete";
+  key: Uint8Array;
+  value?: Uint8Array;
+}
+
+/** A key and a value. */
+export interface EngineKeyValue {
+  key: Uint8Array;
+  value: Uint8Array;
+}
+
+/** Scan bounds (storage/engine.ts `ScanOptions`). */
+export interface EngineScan {
+  prefix?: Uint8Array;
+  start?: Uint8Array;
+  end?: Uint8Array;
+  limit?: number;
+}
+
+/** What the state machine needs of `KVEngine` (storage/mod.ts); a test may pass a fake. */
+export interface SmEngine {
+  write(batch: EngineOp[]): Promise<void>;
+  getSync(key: Uint8Array): Uint8Array | undefined;
+  scanSync(options?: EngineScan): EngineKeyValue[];
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A member of the configuration as the state machine records it. */
+export interface MemberRecord {
+  id: number;
+  address: string;
+  learner: boolean;
+}
+
+/** The outcome of one applied command that the local node proposed. */
+export interface Applied {
+  cmd: Command;
+  result: CommandResult;
+  index: number;
+}
+
+/** A membership change applied at `index`. */
+export interface AppliedConfChange {
+  cc: ConfChange;
+  index: number;
+}
+
+const USER = 0x01;
+const META = 0x00;
+const VERSION = 1;
+const _enc = new TextEncoder();
+const _dec = new TextDecoder();
+const APPLIED_KEY = _meta("applied");
+const MEMBERS_KEY = _meta("members");
+const DEDUP_PREFIX = _meta("d");
+
+function _meta(name: string): Uint8Array {
+  const b = _enc.encode(name);
+  const out = new Uint8Array(b.length + 1);
+  out[0] = META;
+  out.set(b, 1);
+  return out;
+}
+
+/** Prefixes a user key with the user namespace byte. */
+export function userKey(key: Uint8Array): Uint8Array {
+  const out = new Uint8Array(key.length + 1);
+  out[0] = USER;
+  out.set(key, 1);
+  return out;
+}
+
+function _dedupKey(clientId: number): Uint8Array {
+  const out = new Uint8Array(DEDUP_PREFIX.length + 8);
+  out.set(DEDUP_PREFIX, 0);
+  new DataView(out.buffer).setFloat64(DEDUP_PREFIX.length, clientId, true);
+  return out;
+}
+
+function _varint(out: number[], n: number): void {
+  while (n >= 0x80) {
+    out.push((n % 128) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+}
+
+function _readVarint(b: Uint8Array, pos: { p: number }): number {
+  let n = 0;
+  let mul = 1;
+  for (let i = 0; i < 8; i++) {
+    const x = b[pos.p++];
+    if (x === undefined) throw new CommandCodecError("state machine: truncated varint");
+    n += (x & 0x7f) * mul;
+    if (x < 0x80) return n;
+    mul *= 128;
+  }
+  throw new CommandCodecError("state machine: varint too long");
+}
+
+/** Encodes the member table (meta value). */
+export function encodeMembers(members: readonly MemberRecord[]): Uint8Array {
+  const out: number[] = [VERSION];
+  _varint(out, members.length);
+  for (const m of members) {
+    _varint(out, m.id);
+    out.push(m.learner ? 1 : 0);
+    const a = _enc.encode(m.address);
+    _varint(out, a.length);
+    for (const x of a) out.push(x);
+  }
+  return new Uint8Array(out);
+}
+
+/** Decodes {@linkcode encodeMembers}. */
+export function decodeMembers(b: Uint8Array): MemberRecord[] {
+  if (b[0] !== VERSION) throw new CommandCodecError("members: bad version");
+  const pos = { p: 1 };
+  const n = _readVarint(b, pos);
+  const out: MemberRecord[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = _readVarint(b, pos);
+    const learner = b[pos.p++] === 1;
+    const len = _readVarint(b, pos);
+    const address = _dec.decode(b.subarray(pos.p, pos.p + len));
+    pos.p += len;
+    out.push({ id, address, learner });
+  }
+  return out;
+}
+
+function _keyStr(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+  return s;
+}
+
+function _eq(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Options of a read scan over user keys. */
+export interface UserScan {
+  prefix?: Uint8Array;
+  start?: Uint8Array;
+  end?: Uint8Array;
+  /** 0 or absent: no count limit. */
+  limit?: number;
+  /** Stop (with `more`) after this many key+value bytes. */
+  maxBytes?: number;
+}
+
+/** The key-value state machine over a {@linkcode SmEngine}. */
+export class StateMachine {
+  readonly #engine: SmEngine;
+  #applied = 0;
+  #appliedTerm = 0;
+  #members: MemberRecord[] = [];
+  readonly #dedup = new Map<number, { seq: number; result: CommandResult }>();
+  readonly #onError: (msg: string) => void;
+
+  private constructor(engine: SmEngine, onError: (msg: string) => void) {
+    this.#engine = engine;
+    this.#onError = onError;
+  }
+
+  /** Loads the applied index, members and exactly-once table from `engine`. */
+  static open(engine: SmEngine, opts: { log?: (msg: string) => void } = {}): StateMachine {
+    const sm = new StateMachine(engine, opts.log ?? ((m) => console.error(m)));
+    sm.#load();
+    return sm;
+  }
+
+  /** Re-reads everything from the engine (after its content was replaced by a snapshot). */
+  reload(): void {
+    this.#load();
+  }
+
+  #load(): void {
+    const a = this.#engine.getSync(APPLIED_KEY);
+    const m = this.#engine.getSync(MEMBERS_KEY);
+    this.#members = m === undefined ? [] : decodeMembers(m);
+    this.#dedup.clear();
+    this.#applied = 0;
+    this.#appliedTerm = 0;
+    if (a !== undefined) {
+      const pos = { p: 1 };
+      this.#applied = _readVarint(a, pos);
+      this.#appliedTerm = _readVarint(a, pos);
+    }
+    for (const kv of this.#engine.scanSync({ prefix: DEDUP_PREFIX })) {
+      if (kv.key.length !== DEDUP_PREFIX.length + 8) continue;
+      const clientId = new DataView(kv.key.buffer, kv.key.byteOffset, kv.key.byteLength)
+        .getFloat64(DEDUP_PREFIX.length, true);
+      const pos = { p: 0 };
+      const seq = _readVarint(kv.value, pos);
+      this.#dedup.set(clientId, { seq, result: decodeResult(kv.value.subarray(pos.p)) });
+    }
+  }
+
+  /** Index of the last applied entry (persisted). */
+  get applied(): number {
+    return this.#applied;
+  }
+
+  /** Term of the last applied entry. */
+  get appliedTerm(): number {
+    return this.#appliedTerm;
+  }
+
+  /** The member table as of the applied index (empty until the first membership is recorded). */
+  get members(): readonly MemberRecord[] {
+    return this.#members;
+  }
+
+  /** Number of clients in the exactly-once table. */
+  get dedupSize(): number {
+    return this.#dedup.size;
+  }
+
+  /** The engine under this state machine. */
+  get engine(): SmEngine {
+    return this.#engine;
+  }
+
+  /** Records the initial membership (a fresh bootstrap member), persisted with the applied index. */
+  async setMembers(members: readonly MemberRecord[]): Promise<void> {
+    this.#members = members.map((m) => ({ ...m }));
+    await this.#engine.write([{ type: "put", key: MEMBERS_KEY, value: encodeMembers(members) }]);
+  }
+
+  /** Reads a user key from local state. */
+  get(key: Uint8Array): Uint8Array | undefined {
+    return this.#engine.getSync(userKey(key));
+  }
+
+  /** Scans user keys from local state; `more` says a limit cut the result. */
+  scan(opts: UserScan): { pairs: EngineKeyValue[]; more: boolean } {
+    const prefix = userKey(opts.prefix ?? new Uint8Array(0));
+    const scan: EngineScan = { prefix };
+    if (opts.start !== undefined && opts.start.length > 0) scan.start = userKey(opts.start);
+    if (opts.end !== undefined && opts.end.length > 0) scan.end = userKey(opts.end);
+    const limit = opts.limit ?? 0;
+    if (limit > 0) scan.limit = limit + 1;
+    const raw = this.#engine.scanSync(scan);
+    const pairs: EngineKeyValue[] = [];
+    const maxBytes = opts.maxBytes ?? Infinity;
+    let bytes = 0;
+    let more = false;
+    for (const kv of raw) {
+      if ((limit > 0 && pairs.length >= limit) || bytes >= maxBytes) {
+        more = true;
+        break;
+      }
+      pairs.push({ key: kv.key.subarray(1), value: kv.value });
+      bytes += kv.key.length + kv.value.length;
+    }
+    return { pairs, more };
+  }
+
+  /**
+   * Applies committed entries (in order; those at or below the applied index are skipped) as one
+   * atomic engine write. Returns the results of commands whose (origin, epoch) is `mine`, and the
+   * membership changes to hand to the raft core.
+   */
+  async apply(
+    entries: readonly Entry[],
+    mine: { origin: number; epoch: number },
+  ): Promise<{ results: Applied[]; confChanges: AppliedConfChange[] }> {
+    const results: Applied[] = [];
+    const confChanges: AppliedConfChange[] = [];
+    const ops: EngineOp[] = [];
+    const overlay = new Map<string, Uint8Array | null>();
+    const dedupDirty = new Set<number>();
+    let membersDirty = false;
+    let last: Entry | undefined;
+    const read = (k: Uint8Array): Uint8Array | undefined => {
+      const o = overlay.get(_keyStr(k));
+      if (o !== undefined) return o === null ? undefined : o;
+      return this.#engine.getSync(k);
+    };
+    for (const e of entries) {
+      if (e.index <= this.#applied) {
+        // Applied before a restart whose persisted commit index lagged: the raft core still
+        // needs the membership changes in it (the state machine already has them).
+        if (e.type === EntryType.ConfChange) {
+          try {
+            confChanges.push({ cc: decodeConfChange(e.data), index: e.index });
+          } catch {
+            // reported when it was first applied
+          }
+        }
+        continue;
+      }
+      last = e;
+      if (e.type === EntryType.ConfChange) {
+        let cc: ConfChange;
+        try {
+          cc = decodeConfChange(e.data);
+        } catch (err) {
+          this.#onError(`entry ${e.index}: undecodable conf change skipped: ${err}`);
+          continue;
+        }
+        confChanges.push({ cc, index: e.index });
+        this.#applyMember(cc);
+        membersDirty = true;
+        continue;
+      }
+      let cmds: Command[];
+      try {
+        cmds = decodeBatch(e.data);
+      } catch (err) {
+        this.#onError(`entry ${e.index}: undecodable command batch skipped: ${err}`);
+        continue;
+      }
+      for (const cmd of cmds) {
+        let result: CommandResult;
+        const dedup = cmd.clientId !== 0 && cmd.seq > 0;
+        const dup = dedup ? this.#dedup.get(cmd.clientId) : undefined;
+        if (dup !== undefined && cmd.seq <= dup.seq) {
+          // A retry of an applied request: answer what the first application answered.
+          result = cmd.seq === dup.seq ? dup.result : _okFor(cmd);
+        } else {
+          result = this.#applyOne(cmd, ops, overlay, read);
+          if (dedup && cmd.op !== "barrier") {
+            this.#dedup.set(cmd.clientId, { seq: cmd.seq, result });
+            dedupDirty.add(cmd.clientId);
+          }
+        }
+        if (cmd.origin === mine.origin && cmd.epoch === mine.epoch) {
+          results.push({ cmd, result, index: e.index });
+        }
+      }
+    }
+    if (last === undefined) return { results, confChanges };
+    for (const id of dedupDirty) {
+      const d = this.#dedup.get(id)!;
+      const head: number[] = [];
+      _varint(head, d.seq);
+      const r = encodeResult(d.result);
+      const v = new Uint8Array(head.length + r.length);
+      v.set(head, 0);
+      v.set(r, head.length);
+      ops.push({ type: "put", key: _dedupKey(id), value: v });
+    }
+    if (membersDirty) {
+      ops.push({ type: "put", key: MEMBERS_KEY, value: encodeMembers(this.#members) });
+    }
+    const a: number[] = [VERSION];
+    _varint(a, last.index);
+    _varint(a, last.term);
+    ops.push({ type: "put", key: APPLIED_KEY, value: new Uint8Array(a) });
+    await this.#engine.write(ops);
+    this.#applied = last.index;
+    this.#appliedTerm = last.term;
+    return { results, confChanges };
+  }
+
+  #applyMember(cc: ConfChange): void {
+    const others = this.#members.filter((m) => m.id !== cc.nodeId);
+    if (cc.type === "removeNode") {
+      this.#members = others;
+      return;
+    }
+    const prev = this.#members.find((m) => m.id === cc.nodeId);
+    const address = cc.context.length > 0 ? _dec.decode(cc.context) : prev?.address ?? "";
+    others.push({ id: cc.nodeId, address, learner: cc.type === "addLearner" });
+    others.sort((x, y) => x.id - y.id);
+    this.#members = others;
+  }
+
+  #applyOne(
+    cmd: Command,
+    ops: EngineOp[],
+    overlay: Map<string, Uint8Array | null>,
+    read: (k: Uint8Array) => Uint8Array | undefined,
+  ): CommandResult {
+    switch (cmd.op) {
+      case "put": {
+        const k = userKey(cmd.key);
+        const v = cmd.value.slice();
+        ops.push({ type: "put", key: k, value: v });
+        overlay.set(_keyStr(k), v);
+        return { kind: "ok" };
+      }
+      case "delete": {
+        const k = userKey(cmd.key);
+        const existed = read(k) !== undefined;
+        ops.push({ type: "delete", key: k });
+        overlay.set(_keyStr(k), null);
+        return { kind: "delete", existed };
+      }
+      case "cas": {
+        const k = userKey(cmd.key);
+        const cur = read(k);
+        const ok = cmd.expectAbsent
+          ? cur === undefined
+          : cur !== undefined && _eq(cur, cmd.expected);
+        if (!ok) {
+          return {
+            kind: "cas",
+            success: false,
+            found: cur !== undefined,
+            current: cur ?? new Uint8Array(0),
+          };
+        }
+        if (cmd.del) {
+          ops.push({ type: "delete", key: k });
+          overlay.set(_keyStr(k), null);
+        } else {
+          const v = cmd.value.slice();
+          ops.push({ type: "put", key: k, value: v });
+          overlay.set(_keyStr(k), v);
+        }
+        return { kind: "cas", success: true, found: cur !== undefined, current: new Uint8Array(0) };
+      }
+      case "barrier":
+        return { kind: "ok" };
+    }
+  }
+}
+
+function _okFor(cmd: Command): CommandResult {
+  if (cmd.op === "delete") return { kind: "delete", existed: false };
+  if (cmd.op === "cas") {
+    return { kind: "cas", success: true, found: true, current: new Uint8Array(0) };
+  }
+  return { kind: "ok" };
+}

@@ -1,0 +1,136 @@
+import assert from "node:assert/strict";
+import { type Command, encodeBatch } from "../raft/command.ts";
+import { encodeConfChange } from "../raft/codec.ts";
+import { type Entry, EntryType } from "../raft/types.ts";
+import { KVEngine, MemFs } from "../storage/mod.ts";
+import { StateMachine } from "./state_machine.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const mine = { origin: 1, epoch: 5 };
+let req = 0;
+
+function cmd(c: Partial<Command> & Pick<Command, "op">): Command {
+  return { origin: 1, epoch: 5, reqId: ++req, clientId: 0, seq: 0, ...c } as Command;
+}
+function entry(index: number, cmds: Command[], term = 1): Entry {
+  return { index, term, type: EntryType.Normal, data: encodeBatch(cmds) };
+}
+async function open(fs: MemFs): Promise<{ sm: StateMachine; engine: KVEngine }> {
+  const engine = await KVEngine.open("/sm", { fs, sync: "none" });
+  return { sm: StateMachine.open(engine), engine };
+}
+
+Deno.test("state machine applies puts, deletes and cas with results", async () => {
+  const { sm, engine } = await open(new MemFs());
+  const { results } = await sm.apply([
+    entry(1, [
+      cmd({ op: "put", key: enc.encode("a"), value: enc.encode("1") }),
+      cmd({ op: "delete", key: enc.encode("a") }),
+      cmd({ op: "delete", key: enc.encode("a") }),
+      cmd({
+        op: "cas",
+        key: enc.encode("b"),
+        expected: new Uint8Array(0),
+        expectAbsent: true,
+        value: enc.encode("2"),
+        del: false,
+      }),
+      cmd({
+        op: "cas",
+        key: enc.encode("b"),
+        expected: enc.encode("x"),
+        expectAbsent: false,
+        value: enc.encode("3"),
+        del: false,
+      }),
+    ]),
+  ], mine);
+  assert.deepEqual(results.map((r) => r.result.kind), ["ok", "delete", "delete", "cas", "cas"]);
+  assert.deepEqual(results[1]!.result, { kind: "delete", existed: true });
+  assert.deepEqual(results[2]!.result, { kind: "delete", existed: false });
+  assert.equal(results[3]!.result.kind === "cas" && results[3]!.result.success, true);
+  const failed = results[4]!.result;
+  assert.ok(failed.kind === "cas" && !failed.success && dec.decode(failed.current) === "2");
+  assert.equal(sm.get(enc.encode("a")), undefined);
+  assert.equal(dec.decode(sm.get(enc.encode("b"))!), "2");
+  assert.equal(sm.applied, 1);
+  await engine.close();
+});
+
+Deno.test("state machine applies a retried (client id, seq) once and answers the first result", async () => {
+  const { sm, engine } = await open(new MemFs());
+  const key = enc.encode("k");
+  const c1 = cmd({ op: "delete", key, clientId: 77, seq: 1 });
+  await sm.apply([entry(1, [cmd({ op: "put", key, value: enc.encode("v") })])], mine);
+  const r1 = await sm.apply([entry(2, [c1])], mine);
+  assert.deepEqual(r1.results[0]!.result, { kind: "delete", existed: true });
+  await sm.apply([entry(3, [cmd({ op: "put", key, value: enc.encode("again") })])], mine);
+  // The retry of seq 1 must not delete the new value, and answers "existed: true" again.
+  const r2 = await sm.apply([entry(4, [{ ...c1, reqId: ++req }])], mine);
+  assert.deepEqual(r2.results[0]!.result, { kind: "delete", existed: true });
+  assert.equal(dec.decode(sm.get(key)!), "again");
+  assert.equal(sm.dedupSize, 1);
+  await engine.close();
+});
+
+Deno.test("state machine persists applied index and dedup table atomically across restart", async () => {
+  const fs = new MemFs();
+  let { sm, engine } = await open(fs);
+  await sm.apply([
+    entry(1, [
+      cmd({ op: "put", key: enc.encode("x"), value: enc.encode("1"), clientId: 9, seq: 4 }),
+    ]),
+    entry(2, [cmd({ op: "put", key: enc.encode("y"), value: enc.encode("2") })]),
+  ], mine);
+  await engine.close();
+  ({ sm, engine } = await open(fs));
+  assert.equal(sm.applied, 2);
+  assert.equal(sm.dedupSize, 1);
+  // Entries at or below the applied index are skipped on replay.
+  const r = await sm.apply([
+    entry(2, [cmd({ op: "put", key: enc.encode("y"), value: enc.encode("stale") })]),
+    entry(3, [
+      cmd({ op: "put", key: enc.encode("x"), value: enc.encode("dup"), clientId: 9, seq: 4 }),
+    ]),
+  ], mine);
+  assert.equal(dec.decode(sm.get(enc.encode("y"))!), "2");
+  assert.equal(dec.decode(sm.get(enc.encode("x"))!), "1");
+  assert.equal(r.results.length, 1);
+  assert.equal(sm.applied, 3);
+  await engine.close();
+});
+
+Deno.test("state machine answers only its own commands and records membership changes", async () => {
+  const { sm, engine } = await open(new MemFs());
+  const other = { ...cmd({ op: "put", key: enc.encode("o"), value: enc.encode("1") }), origin: 2 };
+  const cc: Entry = {
+    index: 2,
+    term: 1,
+    type: EntryType.ConfChange,
+    data: encodeConfChange({ type: "addLearner", nodeId: 4, context: enc.encode("h:4") }),
+  };
+  const r = await sm.apply([entry(1, [other]), cc], mine);
+  assert.equal(r.results.length, 0);
+  assert.equal(r.confChanges.length, 1);
+  assert.deepEqual(sm.members, [{ id: 4, address: "h:4", learner: true }]);
+  assert.equal(sm.applied, 2);
+  await engine.close();
+});
+
+Deno.test("state machine scan respects prefix, range, limit and hides internal keys", async () => {
+  const { sm, engine } = await open(new MemFs());
+  const puts = ["a/1", "a/2", "a/3", "b/1"].map((k) =>
+    cmd({ op: "put", key: enc.encode(k), value: enc.encode(k), clientId: 1, seq: 0 })
+  );
+  await sm.apply([entry(1, puts)], mine);
+  const all = sm.scan({});
+  assert.deepEqual(all.pairs.map((p) => dec.decode(p.key)), ["a/1", "a/2", "a/3", "b/1"]);
+  const lim = sm.scan({ prefix: enc.encode("a/"), limit: 2 });
+  assert.deepEqual(lim.pairs.map((p) => dec.decode(p.key)), ["a/1", "a/2"]);
+  assert.equal(lim.more, true);
+  const range = sm.scan({ start: enc.encode("a/2"), end: enc.encode("b") });
+  assert.deepEqual(range.pairs.map((p) => dec.decode(p.key)), ["a/2", "a/3"]);
+  assert.equal(range.more, false);
+  await engine.close();
+});

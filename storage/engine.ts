@@ -1,0 +1,1493 @@
+/**
+ * KVEngine: the LSM engine (WAL + MemTable + SSTables + manifest + leveled compaction).
+ *
+ * Concurrency model (one JS thread): writes go through one commit loop (group commit: every
+ * batch queued while the previous group was being written joins the next group, which costs one
+ * append and, unless `sync: "none"`, one fdatasync). Flushes and compactions run in one
+ * background loop that yields to the event loop between blocks of work. Reads are synchronous
+ * underneath (positional reads of 4 KiB blocks) and see an immutable {@link Version} plus the
+ * memtables; snapshots and scans pin a version so its tables outlive compactions.
+ *
+ * @module
+ */
+import { setImmediate } from "node:timers";
+import { BlockCache } from "./block_cache.ts";
+import { compareBytes, equalBytes, hasPrefix, prefixEnd } from "./coding.ts";
+import {
+  ClosedError,
+  CorruptionError,
+  InvalidArgumentError,
+  LockedError,
+  StorageError,
+} from "./errors.ts";
+import { DenoFs, type FileLock, type FileSystem, type StorageFile } from "./fs.ts";
+import { type InternalIterator, KIND_DELETE, KIND_PUT, MergingIterator } from "./iterator.ts";
+import {
+  applyEdit,
+  editRecord,
+  emptyState,
+  manifestName,
+  type ManifestState,
+  NUM_LEVELS,
+  readManifest,
+  snapshotEdit,
+  type TableMeta,
+  type VersionEdit,
+} from "./manifest.ts";
+import { MemTable } from "./memtable.ts";
+import { MAX_RECORD_PAYLOAD } from "./record.ts";
+import {
+  type Block,
+  bloomHash,
+  LevelIterator,
+  Table,
+  TableBuilder,
+  writeTableFile,
+} from "./sstable.ts";
+import { decodeGroup, readWalSegment, WalEncoder } from "./wal.ts";
+import { type LevelRanges, writeCompacted } from "./compaction.ts";
+import type { CompactionReply, CompactionRequest } from "./compaction_worker.ts";
+
+/** Durability of acknowledged writes. */
+export type SyncMode = "always" | "batch" | "none";
+
+/** Options of {@link KVEngine.open}. */
+export interface KVEngineOptions {
+  /**
+   * `"always"` (default): a write resolves after its WAL record is fdatasync'ed (concurrent
+   * writes share one fdatasync). `"batch"`: the same guarantee, and the commit loop waits one
+   * macrotask to gather more concurrent writers into each fdatasync. `"none"`: no fdatasync;
+   * call {@link KVEngine.flush} to make everything written so far durable.
+   */
+  sync?: SyncMode;
+  /** MemTable size that triggers a flush (default 4 MiB). */
+  memtableBytes?: number;
+  /** Largest key in bytes (default 65536). */
+  maxKeyBytes?: number;
+  /** Largest value in bytes (default 4 MiB). */
+  maxValueBytes?: number;
+  /** Block cache size (default 8 MiB). */
+  blockCacheBytes?: number;
+  /** Target SSTable size for compaction output (default 2 MiB). */
+  tableBytes?: number;
+  /** Size limit of level 1; each deeper level is 10× larger (default 10 MiB). */
+  level1Bytes?: number;
+  /** Level-0 table count that triggers a compaction (default 4). */
+  l0CompactionTrigger?: number;
+  /** Level-0 table count at which writes wait for compaction (default 12). */
+  l0StopWrites?: number;
+  /**
+   * Run compactions on a worker thread (a second core), as LevelDB does on its background
+   * thread. Default: true on the real file system when the worker module is readable (grant
+   * `--allow-read` on the `storage/` directory); otherwise compactions run in-thread.
+   */
+  compactionWorker?: boolean;
+  /** Compactions with less input than this run in-thread even with a worker (default 4 MiB). */
+  workerMinBytes?: number;
+  /** File system (default: the real one). Tests pass a {@link MemFs}. */
+  fs?: FileSystem;
+  /** Where recovery notes go (torn WAL tails…); default `console.warn`. */
+  log?: (message: string) => void;
+}
+
+/** One operation of an atomic batch. */
+export interface BatchOp {
+  /** Put or delete. */
+  type: "put" | "delete";
+  /** The key (1 byte to `maxKeyBytes`). */
+  key: Uint8Array;
+  /** The value, required for puts. */
+  value?: Uint8Array;
+}
+
+/** Options of a scan. Bounds combine (a prefix and a range give their intersection). */
+export interface ScanOptions {
+  /** Only keys starting with these bytes. */
+  prefix?: Uint8Array;
+  /** Smallest key (inclusive). */
+  start?: Uint8Array;
+  /** Key bound (exclusive). */
+  end?: Uint8Array;
+  /** At most this many pairs. */
+  limit?: number;
+}
+
+/** A key and its value. */
+export interface KeyValue {
+  /** The key. */
+  key: Uint8Array;
+  /** The value. */
+  value: Uint8Array;
+}
+
+const _EMPTY = new Uint8Array(0);
+
+const _WORKER_URL = new URL("./compaction_worker.ts", import.meta.url);
+
+/** The worker can start only if its module is readable (a node may run with narrow --allow-read). */
+function _workerAllowed(): boolean {
+  if (typeof Worker === "undefined") return false;
+  if (_WORKER_URL.protocol !== "file:") return true;
+  try {
+    return Deno.permissions.querySync({ name: "read", path: _WORKER_URL }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/** Lets pending I/O callbacks and timers run (setImmediate: ~20 µs; setTimeout(0) costs ms). */
+function _yieldToEventLoop(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+const _MAX_SEQ = Number.MAX_SAFE_INTEGER;
+
+function _logName(n: number): string {
+  return `${String(n).padStart(6, "0")}.log`;
+}
+function _tableName(n: number): string {
+  return `${String(n).padStart(6, "0")}.sst`;
+}
+
+/** A live table: manifest metadata plus the open reader, shared by the versions that hold it. */
+interface _LiveTable extends TableMeta {
+  table: Table;
+  refs: number;
+}
+
+/** An immutable set of live tables per level. */
+class _Version {
+  refs = 0;
+  constructor(readonly levels: _LiveTable[][]) {}
+}
+
+/** What a read sees: memtables, a version and a sequence number. */
+interface _View {
+  mem: MemTable;
+  imm: MemTable | null;
+  version: _Version;
+  seq: number;
+}
+
+interface _Pending {
+  entries: BatchOp[];
+  bytes: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+interface _Exclusive {
+  fn: () => Promise<void>;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * A point-in-time read view. Writes after it was taken are invisible to it, and the tables it
+ * reads stay on disk until {@link Snapshot.release}.
+ *
+ * @example
+ * ```ts ignore
+ * const snap = db.snapshot();
+ * try {
+ *   for await (const { key, value } of snap.scan()) send(key, value);
+ * } finally {
+ *   snap.release();
+ * }
+ * ```
+ */
+export class Snapshot {
+  #engine: KVEngine;
+  #view: _View | undefined;
+  /** The sequence number the snapshot reads at. */
+  readonly seq: number;
+  /** @internal */
+  constructor(engine: KVEngine, view: _View) {
+    this.#engine = engine;
+    this.#view = view;
+    this.seq = view.seq;
+  }
+  #live(): _View {
+    if (this.#view === undefined) throw new ClosedError("snapshot was released");
+    return this.#view;
+  }
+  /** The value of `key` at the snapshot, or `undefined`. */
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    try {
+      return Promise.resolve(this.#engine._getIn(this.#live(), key));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+  /** The pairs in range at the snapshot, in key order. */
+  scan(options: ScanOptions = {}): AsyncIterable<KeyValue> {
+    const view = this.#live();
+    return this.#engine._scanIn(view, options, () => this.#view !== undefined);
+  }
+  /** Releases the snapshot; its tables may then be deleted. Idempotent. */
+  release(): void {
+    const v = this.#view;
+    if (v === undefined) return;
+    this.#view = undefined;
+    this.#engine._releaseView(v);
+  }
+}
+
+/**
+ * The ConcordKV storage engine: a crash-safe LSM tree on a directory.
+ *
+ * @example
+ * ```ts ignore
+ * const db = await KVEngine.open("./data/sm", { sync: "always" });
+ * const enc = new TextEncoder();
+ * await db.put(enc.encode("k"), enc.encode("v"));
+ * await db.write([{ type: "put", key: enc.encode("a"), value: enc.encode("1") }, { type: "delete", key: enc.encode("k") }]);
+ * console.log(await db.get(enc.encode("a")));
+ * for await (const { key, value } of db.scan({ prefix: enc.encode("a") })) console.log(key, value);
+ * await db.close();
+ * ```
+ */
+export class KVEngine {
+  readonly #fs: FileSystem;
+  readonly #dir: string;
+  readonly #sync: SyncMode;
+  readonly #memtableBytes: number;
+  readonly #maxKey: number;
+  readonly #maxValue: number;
+  readonly #tableBytes: number;
+  readonly #level1Bytes: number;
+  readonly #l0Trigger: number;
+  readonly #l0Stop: number;
+  readonly #log: (m: string) => void;
+  readonly #cache: BlockCache<Block>;
+  #lock: FileLock | undefined;
+
+  #state: ManifestState = emptyState();
+  #manifest: StorageFile | undefined;
+  #manifestNumber = 0;
+  #version: _Version = new _Version(Array.from({ length: NUM_LEVELS }, () => []));
+  #live = new Map<number, _LiveTable>();
+  #mem = new MemTable();
+  #imm: MemTable | null = null;
+  #wal: StorageFile | undefined;
+  #oldWals: StorageFile[] = [];
+  #lastSeq = 0;
+  #encoder = new WalEncoder();
+
+  #queue: Array<_Pending | _Exclusive> = [];
+  #committing = false;
+  #closed = false;
+  #failure: unknown = undefined;
+
+  #bg: Promise<void> | undefined;
+  #bgPaused = 0;
+  #progressWaiters: Array<() => void> = [];
+  #snapshots = new Map<number, number>();
+  #compactPointer: Array<Uint8Array | undefined> = new Array(NUM_LEVELS).fill(undefined);
+  #dirty = false;
+  #manifestChain: Promise<void> = Promise.resolve();
+  #inlineFlush = false;
+  readonly #useWorker: boolean;
+  readonly #workerMinBytes: number;
+  #worker: Worker | undefined;
+  #jobId = 0;
+  #onImm: (() => void) | undefined;
+  #rejectJob: ((e: unknown) => void) | undefined;
+
+  private constructor(dir: string, options: KVEngineOptions) {
+    this.#fs = options.fs ?? new DenoFs();
+    this.#dir = dir.replace(/\/+$/, "") || "/";
+    this.#sync = options.sync ?? "always";
+    if (!["always", "batch", "none"].includes(this.#sync)) {
+      throw new InvalidArgumentError(`bad sync mode ${String(this.#sync)}`);
+    }
+    this.#memtableBytes = options.memtableBytes ?? 4 * 1024 * 1024;
+    this.#maxKey = options.maxKeyBytes ?? 65536;
+    this.#maxValue = options.maxValueBytes ?? 4 * 1024 * 1024;
+    this.#tableBytes = options.tableBytes ?? 2 * 1024 * 1024;
+    this.#level1Bytes = options.level1Bytes ?? 10 * 1024 * 1024;
+    this.#l0Trigger = options.l0CompactionTrigger ?? 4;
+    this.#l0Stop = Math.max(options.l0StopWrites ?? 12, this.#l0Trigger + 1);
+    this.#log = options.log ?? ((m) => console.warn(`concordkv storage: ${m}`));
+    this.#cache = new BlockCache(options.blockCacheBytes ?? 8 * 1024 * 1024);
+    this.#workerMinBytes = options.workerMinBytes ?? 4 * 1024 * 1024;
+    this.#useWorker = (options.compactionWorker ?? options.fs === undefined) && _workerAllowed();
+  }
+
+  /**
+   * Opens (creating if needed) the engine in `dir`: takes the lock, reads the manifest, opens
+   * the tables, replays the WAL (truncating a torn tail, failing on mid-log corruption).
+   *
+   * @throws {LockedError} another engine holds `dir`.
+   * @throws {CorruptionError} a manifest, table or WAL record failed its checks.
+   */
+  static async open(dir: string, options: KVEngineOptions = {}): Promise<KVEngine> {
+    const db = new KVEngine(dir, options);
+    await db.#open();
+    return db;
+  }
+
+  /**
+   * Creates a fresh engine in `dir` whose content is exactly `pairs` (strictly ascending keys),
+   * replacing whatever `dir` held, atomically with respect to crashes: after a crash the
+   * directory holds either its old content or all of `pairs`. This is how a Raft follower
+   * installs a state-machine snapshot streamed from `Snapshot.scan()`.
+   *
+   * @example
+   * ```ts ignore
+   * const db = await KVEngine.restoreFrom("./data/sm", snapshotPairs, { sync: "none" });
+   * ```
+   */
+  static async restoreFrom(
+    dir: string,
+    pairs: AsyncIterable<KeyValue> | Iterable<KeyValue>,
+    options: KVEngineOptions = {},
+  ): Promise<KVEngine> {
+    const db = await KVEngine.open(dir, options);
+    try {
+      await db.replaceAll(pairs);
+    } catch (e) {
+      await db.close();
+      throw e;
+    }
+    return db;
+  }
+
+  // ---------------------------------------------------------------- open / recovery
+
+  async #open(): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir;
+    await fs.mkdir(dir);
+    const lock = await fs.tryLock(`${dir}/LOCK`);
+    if (lock === null) throw new LockedError(dir);
+    this.#lock = lock;
+    try {
+      await this.#recover();
+    } catch (e) {
+      this.#closeFiles();
+      lock.release();
+      this.#lock = undefined;
+      throw e;
+    }
+    this.#maybeScheduleBg();
+  }
+
+  async #recover(): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir;
+    const found = await readManifest(fs, dir, { compare: compareBytes, log: this.#log });
+    const state = found?.state ?? emptyState();
+    this.#state = state;
+    // Open every live table.
+    const levels: _LiveTable[][] = [];
+    for (let l = 0; l < NUM_LEVELS; l++) {
+      const lv: _LiveTable[] = [];
+      for (const meta of state.levels[l]!) {
+        const table = await Table.open(fs, `${dir}/${_tableName(meta.number)}`, {
+          number: meta.number,
+          cache: this.#cache,
+        }).catch((e) => {
+          if (e instanceof Deno.errors.NotFound) {
+            throw new CorruptionError("live table is missing", {
+              file: `${dir}/${_tableName(meta.number)}`,
+              offset: 0,
+            });
+          }
+          throw e;
+        });
+        const live: _LiveTable = { ...meta, table, refs: 0 };
+        this.#live.set(meta.number, live);
+        lv.push(live);
+      }
+      levels.push(lv);
+    }
+    this.#installVersion(new _Version(levels));
+    this.#lastSeq = state.lastSeq;
+
+    // Replay WAL segments at or after logNumber, oldest first.
+    const names = await fs.list(dir);
+    const logs = names
+      .map((n) => /^(\d+)\.log$/.exec(n))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .filter((n) => n >= state.logNumber)
+      .sort((a, b) => a - b);
+    // Segments created after the last manifest edit carry numbers the manifest's nextFile does
+    // not cover yet: never hand those numbers out again.
+    for (const n of logs) if (n >= state.nextFile) state.nextFile = n + 1;
+    const edit: VersionEdit = { add: [] };
+    let mem = new MemTable();
+    for (let i = 0; i < logs.length; i++) {
+      const path = `${dir}/${_logName(logs[i]!)}`;
+      const res = await readWalSegment(fs, path, (seq, kind, key, value) => {
+        mem.add(key, seq, kind, value);
+        if (seq > this.#lastSeq) this.#lastSeq = seq;
+      });
+      if (res.tornAt) {
+        if (i !== logs.length - 1) {
+          throw new CorruptionError(`bad WAL record (${res.tornAt.reason}) in a sealed segment`, {
+            file: path,
+            offset: res.tornAt.offset,
+          });
+        }
+        this.#log(
+          `WAL ${path}: truncating torn tail at offset ${res.tornAt.offset} (${res.tornAt.reason})`,
+        );
+        const f = await fs.openAppend(path);
+        await f.truncate(res.validEnd);
+        await f.sync();
+        f.close();
+      }
+      if (mem.bytes >= this.#memtableBytes) {
+        edit.add!.push(...(await this.#writeLevel0(mem)));
+        mem = new MemTable();
+      }
+    }
+    if (!mem.empty) edit.add!.push(...(await this.#writeLevel0(mem)));
+
+    // A fresh WAL segment and a fresh manifest holding the whole state.
+    const logNumber = state.nextFile++;
+    this.#wal = await fs.openAppend(`${dir}/${_logName(logNumber)}`, { truncate: true });
+    this.#mem = new MemTable(logNumber);
+    edit.logNumber = logNumber;
+    edit.lastSeq = this.#lastSeq;
+    applyEdit(state, edit, compareBytes);
+    await this.#installEdit(edit);
+    await this.#writeNewManifest();
+    await this.#removeObsoleteFiles();
+  }
+
+  async #writeLevel0(mem: MemTable): Promise<TableMeta[]> {
+    const it = mem.iterator();
+    it.seekToFirst();
+    return await this.#writeTables(it, 0, { dropAll: false, splitBytes: Infinity });
+  }
+
+  // ---------------------------------------------------------------- manifest
+
+  async #writeNewManifest(): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir;
+    const number = this.#state.nextFile++;
+    const name = manifestName(number);
+    const f = await fs.openAppend(`${dir}/${name}`, { truncate: true });
+    try {
+      await f.append(editRecord(snapshotEdit(this.#state)));
+      await f.sync();
+      const tmp = `${dir}/CURRENT.tmp`;
+      const c = await fs.openAppend(tmp, { truncate: true });
+      try {
+        await c.append(new TextEncoder().encode(`${name}\n`));
+        await c.sync();
+      } finally {
+        c.close();
+      }
+      await fs.rename(tmp, `${dir}/CURRENT`);
+      await fs.syncDir(dir);
+    } catch (e) {
+      f.close();
+      throw e;
+    }
+    const old = this.#manifest;
+    this.#manifest = f;
+    this.#manifestNumber = number;
+    if (old) {
+      old.close();
+      await fs.remove(old.path);
+    }
+  }
+
+  /** Appends `edit` to the manifest (durably), then applies it to the in-memory state. */
+  #logAndApply(edit: VersionEdit): Promise<void> {
+    const run = this.#manifestChain.then(() => this.#logAndApplyNow(edit));
+    this.#manifestChain = run.catch(() => {});
+    return run;
+  }
+
+  async #logAndApplyNow(edit: VersionEdit): Promise<void> {
+    edit.nextFile = this.#state.nextFile;
+    if (edit.lastSeq === undefined) edit.lastSeq = this.#lastSeq;
+    await this.#fs.syncDir(this.#dir); // new tables and WAL segments are named durably first
+    const m = this.#manifest!;
+    await m.append(editRecord(edit));
+    await m.sync();
+    applyEdit(this.#state, edit, compareBytes);
+    await this.#installEdit(edit);
+    if (m.size() > 4 * 1024 * 1024) await this.#writeNewManifest();
+  }
+
+  /** Opens added tables and installs a new current version reflecting `#state`. */
+  async #installEdit(edit: VersionEdit): Promise<void> {
+    for (const meta of edit.add ?? []) {
+      if (this.#live.has(meta.number)) continue;
+      const table = await Table.open(this.#fs, `${this.#dir}/${_tableName(meta.number)}`, {
+        number: meta.number,
+        cache: this.#cache,
+      });
+      this.#live.set(meta.number, { ...meta, table, refs: 0 });
+    }
+    const levels = this.#state.levels.map((lv) => lv.map((m) => this.#live.get(m.number)!));
+    this.#installVersion(new _Version(levels));
+  }
+
+  #installVersion(v: _Version): void {
+    this.#ref(v);
+    const old = this.#version;
+    this.#version = v;
+    this.#unref(old);
+  }
+
+  #ref(v: _Version): void {
+    if (v.refs++ === 0) { for (const lv of v.levels) for (const t of lv) t.refs++; }
+  }
+
+  #unref(v: _Version): void {
+    if (--v.refs > 0) return;
+    for (const lv of v.levels) {
+      for (const t of lv) {
+        if (--t.refs === 0) {
+          this.#live.delete(t.number);
+          t.table.close();
+          if (!this.#closed) {
+            this.#fs.remove(t.table.path).catch((e) => this.#log(`remove ${t.table.path}: ${e}`));
+          }
+        }
+      }
+    }
+  }
+
+  async #removeObsoleteFiles(): Promise<void> {
+    const fs = this.#fs;
+    for (const name of await fs.list(this.#dir)) {
+      let m: RegExpExecArray | null;
+      let obsolete = false;
+      if ((m = /^(\d+)\.log$/.exec(name))) obsolete = Number(m[1]) < this.#state.logNumber;
+      else if ((m = /^(\d+)\.sst$/.exec(name))) obsolete = !this.#live.has(Number(m[1]));
+      else if ((m = /^MANIFEST-(\d+)$/.exec(name))) {
+        obsolete = Number(m[1]) !== this.#manifestNumber;
+      } else if (name.endsWith(".tmp")) obsolete = true;
+      if (obsolete) await fs.remove(`${this.#dir}/${name}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /** Reads keep working after a background failure (only writes stop). */
+  #checkOpen(): void {
+    if (this.#closed) throw new ClosedError();
+  }
+
+  #check(): void {
+    if (this.#closed) throw new ClosedError();
+    if (this.#failure !== undefined) {
+      throw new ClosedError(`engine stopped after a failure: ${this.#failure}`, {
+        cause: this.#failure,
+      });
+    }
+  }
+
+  #validate(batch: BatchOp[]): number {
+    if (!Array.isArray(batch)) throw new InvalidArgumentError("batch must be an array");
+    let bytes = 16;
+    for (const op of batch) {
+      if (op === null || typeof op !== "object") throw new InvalidArgumentError("bad batch entry");
+      const { key } = op;
+      if (!(key instanceof Uint8Array)) throw new InvalidArgumentError("key must be a Uint8Array");
+      if (key.length === 0) throw new InvalidArgumentError("empty key");
+      if (key.length > this.#maxKey) {
+        throw new InvalidArgumentError(`key of ${key.length} bytes exceeds ${this.#maxKey}`);
+      }
+      if (op.type === "put") {
+        if (!(op.value instanceof Uint8Array)) {
+          throw new InvalidArgumentError("put needs a Uint8Array value");
+        }
+        if (op.value.length > this.#maxValue) {
+          throw new InvalidArgumentError(
+            `value of ${op.value.length} bytes exceeds ${this.#maxValue}`,
+          );
+        }
+        bytes += op.value.length;
+      } else if (op.type !== "delete") {
+        throw new InvalidArgumentError(`bad batch op type ${String(op.type)}`);
+      }
+      bytes += key.length + 11;
+    }
+    if (bytes > MAX_RECORD_PAYLOAD) throw new InvalidArgumentError("batch too large");
+    return bytes;
+  }
+
+  /** Sets `key` to `value`. Resolves when durable per the sync mode. */
+  put(key: Uint8Array, value: Uint8Array): Promise<void> {
+    return this.write([{ type: "put", key, value }]);
+  }
+
+  /** Removes `key` (a no-op if absent). Resolves when durable per the sync mode. */
+  delete(key: Uint8Array): Promise<void> {
+    return this.write([{ type: "delete", key }]);
+  }
+
+  /**
+   * Applies `batch` atomically: after a crash either every operation is visible or none is.
+   * Later operations on the same key win. Resolves when durable per the sync mode. Use an
+   * ordinary key in the batch to persist metadata (e.g. Raft's applied index) with it.
+   *
+   * @throws {InvalidArgumentError} empty key, key or value too large, bad op.
+   */
+  write(batch: BatchOp[]): Promise<void> {
+    let bytes: number;
+    try {
+      this.#check();
+      bytes = this.#validate(batch);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (batch.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ entries: batch, bytes, resolve, reject });
+      if (!this.#committing) this.#commitLoop();
+    });
+  }
+
+  /** Runs `fn` alone in the commit loop (no write group runs concurrently). */
+  #exclusive(fn: () => Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ fn, resolve, reject });
+      if (!this.#committing) this.#commitLoop();
+    });
+  }
+
+  async #commitLoop(): Promise<void> {
+    this.#committing = true;
+    try {
+      while (this.#queue.length > 0) {
+        const head = this.#queue[0]!;
+        if ("fn" in head) {
+          this.#queue.shift();
+          try {
+            await head.fn();
+            head.resolve();
+          } catch (e) {
+            head.reject(e);
+          }
+          continue;
+        }
+        if (this.#sync === "batch") await _yieldToEventLoop();
+        try {
+          this.#check();
+          await this.#makeRoomForWrite();
+        } catch (e) {
+          this.#failQueued(e);
+          continue;
+        }
+        // Take a group: consecutive writes up to ~4 MiB.
+        const group: _Pending[] = [];
+        let bytes = 0;
+        while (this.#queue.length > 0) {
+          const next = this.#queue[0]!;
+          if ("fn" in next) break;
+          if (group.length > 0 && bytes + next.bytes > 4 * 1024 * 1024) break;
+          group.push(next);
+          bytes += next.bytes;
+          this.#queue.shift();
+        }
+        try {
+          await this.#commitGroup(group);
+          for (const p of group) p.resolve();
+        } catch (e) {
+          for (const p of group) p.reject(e);
+        }
+      }
+    } finally {
+      this.#committing = false;
+    }
+  }
+
+  #failQueued(e: unknown): void {
+    const q = this.#queue;
+    this.#queue = [];
+    for (const p of q) p.reject(e);
+  }
+
+  async #commitGroup(group: _Pending[]): Promise<void> {
+    const enc = this.#encoder;
+    const first = this.#lastSeq + 1;
+    enc.begin(first);
+    let count = 0;
+    for (const p of group) {
+      for (const op of p.entries) {
+        enc.add(
+          op.type === "put" ? KIND_PUT : KIND_DELETE,
+          op.key,
+          op.type === "put" ? op.value! : _EMPTY,
+        );
+        count++;
+      }
+    }
+    const record = enc.finish();
+    const wal = this.#wal!;
+    try {
+      await wal.append(record);
+      if (this.#sync !== "none") await wal.sync();
+      else this.#dirty = true;
+    } catch (e) {
+      // The WAL's state is unknown: refuse further writes rather than risk a hole.
+      this.#failure = e;
+      throw new StorageError("IO", `WAL write failed: ${e}`, { cause: e });
+    }
+    const mem = this.#mem;
+    // Keys and values become views into the record buffer: one allocation per group.
+    decodeGroup(record.subarray(9), (seq, kind, key, value) => mem.add(key, seq, kind, value));
+    this.#lastSeq = first + count - 1;
+  }
+
+  async #makeRoomForWrite(): Promise<void> {
+    for (;;) {
+      this.#check();
+      if (this.#version.levels[0]!.length >= this.#l0Stop) {
+        await this.#waitProgress();
+        continue;
+      }
+      if (this.#mem.bytes < this.#memtableBytes) return;
+      if (this.#imm !== null) {
+        await this.#waitProgress();
+        continue;
+      }
+      await this.#rotate();
+      return;
+    }
+  }
+
+  /** Seals the memtable (it becomes immutable and is flushed in the background). */
+  async #rotate(): Promise<void> {
+    const fs = this.#fs;
+    const number = this.#state.nextFile++;
+    const wal = await fs.openAppend(`${this.#dir}/${_logName(number)}`, { truncate: true });
+    const old = this.#wal!;
+    // The sealed segment is synced, so only the newest segment can ever have a torn tail, and
+    // the new segment's name is made durable before any acknowledged write depends on it.
+    await old.sync();
+    await fs.syncDir(this.#dir);
+    this.#dirty = false;
+    this.#oldWals.push(old);
+    this.#wal = wal;
+    this.#imm = this.#mem;
+    this.#mem = new MemTable(number);
+    this.#onImm?.();
+    this.#maybeScheduleBg();
+  }
+
+  #waitProgress(): Promise<void> {
+    this.#maybeScheduleBg();
+    if (this.#bg === undefined) {
+      if (this.#failure !== undefined) return Promise.reject(new ClosedError(`${this.#failure}`));
+      return Promise.resolve();
+    }
+    return new Promise((r) => this.#progressWaiters.push(r));
+  }
+
+  #notifyProgress(): void {
+    const w = this.#progressWaiters;
+    this.#progressWaiters = [];
+    for (const r of w) r();
+  }
+
+  /**
+   * Makes every acknowledged write durable (fdatasync of the WAL). Needed only with
+   * `sync: "none"`; cheap otherwise.
+   */
+  flush(): Promise<void> {
+    try {
+      this.#check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#exclusive(async () => {
+      if (this.#dirty) {
+        await this.#wal!.sync();
+        this.#dirty = false;
+      }
+    });
+  }
+
+  /** Alias of {@link KVEngine.flush}. */
+  sync(): Promise<void> {
+    return this.flush();
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /** The value of `key`, or `undefined`. */
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    try {
+      this.#checkOpen();
+      return Promise.resolve(this._getIn(this.#currentView(), key));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Synchronous {@link KVEngine.get}. */
+  getSync(key: Uint8Array): Uint8Array | undefined {
+    this.#checkOpen();
+    return this._getIn(this.#currentView(), key);
+  }
+
+  #currentView(): _View {
+    return { mem: this.#mem, imm: this.#imm, version: this.#version, seq: this.#lastSeq };
+  }
+
+  /** @internal Point lookup in a view. */
+  _getIn(view: _View, key: Uint8Array): Uint8Array | undefined {
+    if (!(key instanceof Uint8Array)) throw new InvalidArgumentError("key must be a Uint8Array");
+    if (key.length === 0) throw new InvalidArgumentError("empty key");
+    if (key.length > this.#maxKey) {
+      throw new InvalidArgumentError(`key of ${key.length} bytes exceeds ${this.#maxKey}`);
+    }
+    const seq = view.seq;
+    let e = view.mem.get(key, seq);
+    if (e === undefined && view.imm !== null) e = view.imm.get(key, seq);
+    if (e !== undefined) return e.kind === KIND_PUT ? e.value.slice() : undefined;
+    const levels = view.version.levels;
+    const hash = bloomHash(key);
+    const l0 = levels[0]!;
+    for (let i = l0.length - 1; i >= 0; i--) {
+      const t = l0[i]!;
+      if (compareBytes(key, t.smallest) < 0 || compareBytes(key, t.largest) > 0) continue;
+      const f = t.table.get(key, seq, hash);
+      if (f !== undefined) return f.kind === KIND_PUT ? f.value : undefined;
+    }
+    for (let l = 1; l < levels.length; l++) {
+      const lv = levels[l]!;
+      if (lv.length === 0) continue;
+      let lo = 0;
+      let hi = lv.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareBytes(lv[mid]!.largest, key) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo >= lv.length) continue;
+      const t = lv[lo]!;
+      if (compareBytes(key, t.smallest) < 0) continue;
+      const f = t.table.get(key, seq, hash);
+      if (f !== undefined) return f.kind === KIND_PUT ? f.value : undefined;
+    }
+    return undefined;
+  }
+
+  #iterator(view: _View): InternalIterator {
+    const children: InternalIterator[] = [view.mem.iterator()];
+    if (view.imm !== null) children.push(view.imm.iterator());
+    const levels = view.version.levels;
+    for (let i = levels[0]!.length - 1; i >= 0; i--) children.push(levels[0]![i]!.table.iterator());
+    for (let l = 1; l < levels.length; l++) {
+      const lv = levels[l]!;
+      if (lv.length === 0) continue;
+      children.push(
+        new LevelIterator(
+          lv.map((t) => t.table),
+          lv.map((t) => t.smallest),
+          lv.map((t) => t.largest),
+        ),
+      );
+    }
+    return new MergingIterator(children);
+  }
+
+  /**
+   * The live pairs within the bounds, in key order. The scan reads a consistent snapshot taken
+   * when it starts; writes during the scan are not seen.
+   */
+  scan(options: ScanOptions = {}): AsyncIterable<KeyValue> {
+    this.#checkOpen();
+    return {
+      [Symbol.asyncIterator]: () => this.#scanIterator(options, undefined, () => !this.#closed),
+    };
+  }
+
+  /** Synchronous scan into an array (for callers that want everything at once). */
+  scanSync(options: ScanOptions = {}): KeyValue[] {
+    this.#checkOpen();
+    return [..._userScan(this.#iterator(this.#currentView()), this.#lastSeq, options)];
+  }
+
+  /** @internal An async iterable over a snapshot's view; `alive()` false stops it. */
+  _scanIn(view: _View, options: ScanOptions, alive: () => boolean): AsyncIterable<KeyValue> {
+    return { [Symbol.asyncIterator]: () => this.#scanIterator(options, view, alive) };
+  }
+
+  /**
+   * A plain async iterator over a sync scan (no async-generator machinery per pair). Without a
+   * `view`, it pins the current view at the first `next()` and releases it at the end, on
+   * `return()` (a `break`) or on error.
+   */
+  #scanIterator(
+    options: ScanOptions,
+    pinned: _View | undefined,
+    alive: () => boolean,
+  ): AsyncIterator<KeyValue> {
+    let gen: Generator<KeyValue> | undefined;
+    let owned: _View | undefined;
+    let finished = false;
+    const release = () => {
+      finished = true;
+      if (owned !== undefined) {
+        const v = owned;
+        owned = undefined;
+        this._releaseView(v);
+      }
+    };
+    const end: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    return {
+      next: (): Promise<IteratorResult<KeyValue>> => {
+        if (finished) return Promise.resolve(end);
+        try {
+          if (!alive()) throw new ClosedError("scan outlived its engine or snapshot");
+          if (gen === undefined) {
+            let view = pinned;
+            if (view === undefined) view = owned = this.#acquireView();
+            gen = _userScan(this.#iterator(view), view.seq, options);
+          }
+          const r = gen.next();
+          if (r.done) {
+            release();
+            return Promise.resolve(end);
+          }
+          return Promise.resolve(r);
+        } catch (e) {
+          release();
+          return Promise.reject(e);
+        }
+      },
+      return: (): Promise<IteratorResult<KeyValue>> => {
+        release();
+        return Promise.resolve(end);
+      },
+    };
+  }
+
+  #acquireView(): _View {
+    const view = this.#currentView();
+    this.#ref(view.version);
+    this.#snapshots.set(view.seq, (this.#snapshots.get(view.seq) ?? 0) + 1);
+    return view;
+  }
+
+  /** @internal */
+  _releaseView(view: _View): void {
+    const n = this.#snapshots.get(view.seq)! - 1;
+    if (n === 0) this.#snapshots.delete(view.seq);
+    else this.#snapshots.set(view.seq, n);
+    this.#unref(view.version);
+  }
+
+  /**
+   * A consistent point-in-time view (reads see exactly the writes acknowledged before it).
+   * Release it when done: until then compactions keep the versions it needs.
+   */
+  snapshot(): Snapshot {
+    this.#checkOpen();
+    return new Snapshot(this, this.#acquireView());
+  }
+
+  // ---------------------------------------------------------------- bulk replace
+
+  /**
+   * Replaces the whole content with `pairs` (strictly ascending keys), atomically with respect
+   * to crashes and to other operations: writes queued before it apply first, those after it
+   * apply on top of the new content, and a crash leaves the old or the new content, never a
+   * mix. Snapshots taken earlier keep reading the old content.
+   *
+   * @throws {InvalidArgumentError} keys not strictly ascending, or a bad key or value.
+   */
+  replaceAll(pairs: AsyncIterable<KeyValue> | Iterable<KeyValue>): Promise<void> {
+    try {
+      this.#check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#exclusive(() => this.#pauseBgWhile(() => this.#replaceAll(pairs)));
+  }
+
+  async #replaceAll(pairs: AsyncIterable<KeyValue> | Iterable<KeyValue>): Promise<void> {
+    const seq = this.#lastSeq + 1;
+    const level = NUM_LEVELS - 1;
+    const added: TableMeta[] = [];
+    let builder = new TableBuilder();
+    let prev: Uint8Array | undefined;
+    const finish = async () => {
+      if (builder.entries === 0) return;
+      const { bytes, info } = builder.finish();
+      const number = this.#state.nextFile++;
+      await writeTableFile(this.#fs, `${this.#dir}/${_tableName(number)}`, bytes);
+      added.push({
+        number,
+        level,
+        size: info.size,
+        entries: info.entries,
+        smallest: info.smallest,
+        largest: info.largest,
+      });
+      builder = new TableBuilder();
+    };
+    try {
+      for await (const kv of pairs) {
+        const { key, value } = kv;
+        this.#validate([{ type: "put", key, value }]);
+        if (prev !== undefined && compareBytes(prev, key) >= 0) {
+          throw new InvalidArgumentError("replaceAll needs strictly ascending keys");
+        }
+        builder.add(key, seq, KIND_PUT, value);
+        prev = builder.lastKey;
+        if (builder.estimatedSize >= this.#tableBytes) {
+          prev = prev.slice();
+          await finish();
+        }
+      }
+      await finish();
+    } catch (e) {
+      for (const t of added) await this.#fs.remove(`${this.#dir}/${_tableName(t.number)}`);
+      throw e;
+    }
+    const logNumber = this.#state.nextFile++;
+    const wal = await this.#fs.openAppend(`${this.#dir}/${_logName(logNumber)}`, {
+      truncate: true,
+    });
+    const del: Array<[number, number]> = [];
+    for (const lv of this.#state.levels) for (const t of lv) del.push([t.level, t.number]);
+    this.#lastSeq = seq;
+    try {
+      await this.#logAndApply({ add: added, del, logNumber, lastSeq: seq });
+    } catch (e) {
+      this.#failure = e;
+      wal.close();
+      throw e;
+    }
+    const oldWals = [this.#wal!, ...this.#oldWals];
+    this.#oldWals = [];
+    this.#wal = wal;
+    this.#dirty = false;
+    this.#mem = new MemTable(logNumber);
+    this.#imm = null;
+    for (const f of oldWals) {
+      f.close();
+      await this.#fs.remove(f.path);
+    }
+  }
+
+  // ---------------------------------------------------------------- background work
+
+  #maybeScheduleBg(): void {
+    if (
+      this.#bg !== undefined || this.#closed || this.#bgPaused > 0 || this.#failure !== undefined
+    ) return;
+    if (this.#imm === null && this.#pickCompaction() === undefined) return;
+    this.#bg = this.#bgLoop().finally(() => {
+      this.#bg = undefined;
+      this.#worker?.terminate(); // an idle worker would keep the process alive
+      this.#worker = undefined;
+      this.#notifyProgress();
+      this.#maybeScheduleBg();
+    });
+  }
+
+  async #bgLoop(): Promise<void> {
+    while (!this.#closed && this.#bgPaused === 0 && this.#failure === undefined) {
+      try {
+        if (this.#imm !== null) await this.#flushImm();
+        else {
+          const c = this.#pickCompaction();
+          if (c === undefined) return;
+          await this.#compact(c);
+        }
+      } catch (e) {
+        if (this.#closed) return;
+        this.#failure = e;
+        this.#log(`background work failed, engine stopped: ${e}`);
+        this.#failQueued(new ClosedError(`engine stopped after a failure: ${e}`, { cause: e }));
+        return;
+      }
+      this.#notifyProgress();
+    }
+  }
+
+  async #pauseBgWhile(fn: () => Promise<void>): Promise<void> {
+    this.#bgPaused++;
+    try {
+      while (this.#bg !== undefined) await this.#bg.catch(() => {});
+      await fn();
+    } finally {
+      this.#bgPaused--;
+      this.#maybeScheduleBg();
+    }
+  }
+
+  async #flushImm(): Promise<void> {
+    const imm = this.#imm!;
+    const it = imm.iterator();
+    it.seekToFirst();
+    const add = await this.#writeTables(it, 0, { dropAll: false, splitBytes: Infinity });
+    await this.#logAndApply({ add, logNumber: this.#mem.logNumber });
+    this.#imm = null;
+    const old = this.#oldWals;
+    this.#oldWals = [];
+    for (const f of old) {
+      f.close();
+      await this.#fs.remove(f.path);
+    }
+  }
+
+  #smallestSnapshot(): number {
+    let s = this.#lastSeq;
+    for (const seq of this.#snapshots.keys()) if (seq < s) s = seq;
+    return s;
+  }
+
+  #maxBytes(level: number): number {
+    return this.#level1Bytes * 10 ** (level - 1);
+  }
+
+  #pickCompaction(): { level: number; inputs: _LiveTable[]; next: _LiveTable[] } | undefined {
+    const levels = this.#version.levels;
+    let best = -1;
+    let bestScore = 1;
+    if (levels[0]!.length >= this.#l0Trigger) {
+      best = 0;
+      bestScore = levels[0]!.length / this.#l0Trigger;
+    }
+    for (let l = 1; l < NUM_LEVELS - 1; l++) {
+      let bytes = 0;
+      for (const t of levels[l]!) bytes += t.size;
+      const score = bytes / this.#maxBytes(l);
+      if (score > bestScore) {
+        best = l;
+        bestScore = score;
+      }
+    }
+    if (best < 0) return undefined;
+    let inputs: _LiveTable[];
+    if (best === 0) inputs = [...levels[0]!];
+    else {
+      const lv = levels[best]!;
+      const ptr = this.#compactPointer[best];
+      const pick = lv.find((t) => ptr === undefined || compareBytes(t.smallest, ptr) > 0) ?? lv[0]!;
+      inputs = [pick];
+    }
+    return { level: best, inputs, next: this.#overlapping(best + 1, inputs) };
+  }
+
+  #overlapping(level: number, inputs: _LiveTable[]): _LiveTable[] {
+    let lo = inputs[0]!.smallest;
+    let hi = inputs[0]!.largest;
+    for (const t of inputs) {
+      if (compareBytes(t.smallest, lo) < 0) lo = t.smallest;
+      if (compareBytes(t.largest, hi) > 0) hi = t.largest;
+    }
+    return this.#version.levels[level]!.filter((t) =>
+      compareBytes(t.largest, lo) >= 0 && compareBytes(t.smallest, hi) <= 0
+    );
+  }
+
+  async #compact(c: { level: number; inputs: _LiveTable[]; next: _LiveTable[] }): Promise<void> {
+    const out = c.level + 1;
+    const del: Array<[number, number]> = [];
+    for (const t of c.inputs) del.push([c.level, t.number]);
+    for (const t of c.next) del.push([out, t.number]);
+    if (c.level > 0) this.#compactPointer[c.level] = c.inputs[c.inputs.length - 1]!.largest;
+    if (c.level > 0 && c.inputs.length === 1 && c.next.length === 0) {
+      // Trivial move: no overlap below, so the table just changes level.
+      const t = c.inputs[0]!;
+      await this.#logAndApply({ del, add: [{ ...this.#metaOf(t), level: out }] });
+      return;
+    }
+    let inputBytes = 0;
+    for (const t of [...c.inputs, ...c.next]) inputBytes += t.size;
+    if (this.#useWorker && inputBytes >= this.#workerMinBytes) {
+      const add = await this.#compactOnWorker([...[...c.inputs].reverse(), ...c.next], out);
+      await this.#logAndApply({ del, add });
+      return;
+    }
+    const children: InternalIterator[] = [];
+    for (const t of [...c.inputs].reverse()) children.push(t.table.iterator());
+    if (c.next.length > 0) {
+      children.push(
+        new LevelIterator(
+          c.next.map((t) => t.table),
+          c.next.map((t) => t.smallest),
+          c.next.map((t) => t.largest),
+        ),
+      );
+    }
+    const it = new MergingIterator(children);
+    it.seekToFirst();
+    const add = await this.#writeTables(it, out, { dropAll: true, splitBytes: this.#tableBytes });
+    await this.#logAndApply({ del, add });
+  }
+
+  #metaOf(t: _LiveTable): TableMeta {
+    return {
+      number: t.number,
+      level: t.level,
+      size: t.size,
+      entries: t.entries,
+      smallest: t.smallest,
+      largest: t.largest,
+    };
+  }
+
+  /** Key ranges of the levels below `level` (for tombstone dropping). */
+  #deeperRanges(level: number): LevelRanges[] {
+    const out: LevelRanges[] = [];
+    for (let l = level + 1; l < NUM_LEVELS; l++) {
+      const lv = this.#version.levels[l]!;
+      if (lv.length > 0) {
+        out.push({
+          smallest: lv.map((t) => t.smallest),
+          largest: lv.map((t) => t.largest),
+        });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Writes the entries of `it` as tables of `level` on this thread. With `dropAll`, drops
+   * versions shadowed by a newer version visible to every snapshot, and tombstones no deeper
+   * level may need.
+   */
+  async #writeTables(
+    it: InternalIterator,
+    level: number,
+    options: { dropAll: boolean; splitBytes: number },
+  ): Promise<TableMeta[]> {
+    const out: TableMeta[] = [];
+    await writeCompacted(it, {
+      dropAll: options.dropAll,
+      smallestSnapshot: this.#smallestSnapshot(),
+      deeper: options.dropAll ? this.#deeperRanges(level) : [],
+      splitBytes: options.splitBytes,
+      emit: async (bytes, info) => {
+        const number = this.#state.nextFile++;
+        await writeTableFile(this.#fs, `${this.#dir}/${_tableName(number)}`, bytes);
+        out.push({ number, level, ...info });
+      },
+      pause: async () => {
+        await _yieldToEventLoop(); // let foreground reads and writes run
+        if (this.#closed) throw new ClosedError("closed during background work");
+        // A long compaction must not stall writers behind a full memtable: flush it now.
+        if (options.dropAll && this.#imm !== null && !this.#inlineFlush) await this.#flushInline();
+      },
+    });
+    return out;
+  }
+
+  async #flushInline(): Promise<void> {
+    this.#inlineFlush = true;
+    try {
+      await this.#flushImm();
+    } finally {
+      this.#inlineFlush = false;
+    }
+    this.#notifyProgress();
+  }
+
+  /** Runs a compaction on the worker, flushing memtables here meanwhile; returns outputs. */
+  async #compactOnWorker(inputs: _LiveTable[], level: number): Promise<TableMeta[]> {
+    const id = ++this.#jobId;
+    const req: CompactionRequest = {
+      id,
+      inputs: inputs.map((t) => ({ path: t.table.path, number: t.number })),
+      smallestSnapshot: this.#smallestSnapshot(),
+      deeper: this.#deeperRanges(level),
+      splitBytes: this.#tableBytes,
+      tmpPrefix: `${this.#dir}/compaction-${id}-`,
+    };
+    const worker = this.#worker ??= new Worker(
+      new URL("./compaction_worker.ts", import.meta.url).href,
+      {
+        type: "module",
+      },
+    );
+    const job = new Promise<CompactionReply>((resolve, reject) => {
+      this.#rejectJob = reject;
+      worker.onmessage = (ev: MessageEvent<CompactionReply>) => resolve(ev.data);
+      worker.onerror = (ev) => {
+        ev.preventDefault();
+        reject(new StorageError("IO", `compaction worker failed: ${ev.message}`));
+      };
+    });
+    worker.postMessage(req);
+    const settled = job.then((r) => ({ r }), (e: unknown) => ({ e }));
+    let reply: CompactionReply;
+    try {
+      for (;;) {
+        if (this.#imm !== null && !this.#inlineFlush && !this.#closed) {
+          await this.#flushInline();
+          continue;
+        }
+        const immReady = new Promise<undefined>((r) => this.#onImm = () => r(undefined));
+        const res = await Promise.race([settled, immReady]);
+        this.#onImm = undefined;
+        if (res === undefined) continue;
+        if ("e" in res) throw res.e;
+        reply = res.r;
+        break;
+      }
+    } finally {
+      this.#rejectJob = undefined;
+    }
+    if (this.#closed) throw new ClosedError("closed during compaction");
+    if (!reply.ok) {
+      if (reply.kind === "Corruption") {
+        throw new CorruptionError(reply.message.replace(/ \(file .*\)$/, ""), {
+          file: reply.file!,
+          offset: reply.offset!,
+        });
+      }
+      throw new StorageError("IO", `compaction failed: ${reply.message}`);
+    }
+    const out: TableMeta[] = [];
+    for (const o of reply.outputs) {
+      const number = this.#state.nextFile++;
+      await this.#fs.rename(o.path, `${this.#dir}/${_tableName(number)}`);
+      out.push({
+        number,
+        level,
+        size: o.size,
+        entries: o.entries,
+        smallest: o.smallest,
+        largest: o.largest,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Flushes the memtable and compacts every level into the bottom-most populated one,
+   * dropping shadowed versions and tombstones. Used by tests and benchmarks; compaction
+   * otherwise runs by itself.
+   */
+  compact(): Promise<void> {
+    try {
+      this.#check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#exclusive(() =>
+      this.#pauseBgWhile(async () => {
+        if (!this.#mem.empty) {
+          if (this.#imm !== null) await this.#flushImm();
+          await this.#rotate();
+        }
+        if (this.#imm !== null) await this.#flushImm();
+        let target = 1;
+        for (let l = 1; l < NUM_LEVELS; l++) if (this.#version.levels[l]!.length > 0) target = l;
+        for (let l = 0; l < target; l++) {
+          const inputs = this.#version.levels[l]!;
+          if (inputs.length === 0) continue;
+          const all = [...inputs];
+          const next = this.#overlapping(l + 1, all);
+          const del: Array<[number, number]> = [];
+          for (const t of all) del.push([l, t.number]);
+          for (const t of next) del.push([l + 1, t.number]);
+          const children: InternalIterator[] = [];
+          for (const t of [...all].reverse()) children.push(t.table.iterator());
+          for (const t of next) children.push(t.table.iterator());
+          const it = new MergingIterator(children);
+          it.seekToFirst();
+          const add = await this.#writeTables(it, l + 1, {
+            dropAll: true,
+            splitBytes: this.#tableBytes,
+          });
+          await this.#logAndApply({ del, add });
+        }
+      })
+    );
+  }
+
+  // ---------------------------------------------------------------- introspection & close
+
+  /** Counters for tests, metrics and benchmarks. */
+  stats(): {
+    levels: Array<{ tables: number; bytes: number }>;
+    memtableBytes: number;
+    lastSeq: number;
+    cacheHits: number;
+    cacheMisses: number;
+  } {
+    return {
+      levels: this.#version.levels.map((lv) => ({
+        tables: lv.length,
+        bytes: lv.reduce((s, t) => s + t.size, 0),
+      })),
+      memtableBytes: this.#mem.bytes + (this.#imm?.bytes ?? 0),
+      lastSeq: this.#lastSeq,
+      cacheHits: this.#cache.hits,
+      cacheMisses: this.#cache.misses,
+    };
+  }
+
+  /**
+   * Waits for queued writes, stops background work, syncs the WAL (whatever the sync mode) and
+   * releases the directory. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed || this.#lock === undefined) return;
+    if (this.#failure === undefined) {
+      await this.#exclusive(async () => {
+        if (this.#dirty) await this.#wal!.sync();
+      }).catch(() => {});
+    }
+    this.#closed = true;
+    this.#failQueued(new ClosedError());
+    this.#onImm?.();
+    // Abandon a running worker compaction: its temporary outputs are deleted on the next open.
+    this.#worker?.terminate();
+    this.#worker = undefined;
+    this.#rejectJob?.(new ClosedError("closed during compaction"));
+    while (this.#bg !== undefined) await this.#bg.catch(() => {});
+    this.#notifyProgress();
+    this.#closeFiles();
+    this.#lock?.release();
+    this.#lock = undefined;
+  }
+
+  #closeFiles(): void {
+    this.#wal?.close();
+    for (const f of this.#oldWals) f.close();
+    this.#manifest?.close();
+    for (const t of this.#live.values()) t.table.close();
+    this.#live.clear();
+  }
+}
+
+/** Applies snapshot visibility, tombstones, bounds and limit over an internal iterator. */
+function* _userScan(it: InternalIterator, seq: number, options: ScanOptions): Generator<KeyValue> {
+  const { prefix, limit } = options;
+  let start = options.start;
+  let end = options.end;
+  if (prefix !== undefined && prefix.length > 0) {
+    if (start === undefined || compareBytes(start, prefix) < 0) start = prefix;
+    const pe = prefixEnd(prefix);
+    if (pe !== undefined && (end === undefined || compareBytes(pe, end) < 0)) end = pe;
+  }
+  if (limit !== undefined && limit <= 0) return;
+  let n = 0;
+  if (start !== undefined) it.seek(start, seq);
+  else it.seekToFirst();
+  let last: Uint8Array | undefined;
+  while (it.valid) {
+    const k = it.key;
+    if (end !== undefined && compareBytes(k, end) >= 0) return;
+    if (it.seq <= seq && (last === undefined || !equalBytes(last, k))) {
+      last = k;
+      if (it.kind === KIND_PUT) {
+        if (prefix === undefined || hasPrefix(k, prefix)) {
+          yield { key: k.slice(), value: it.value.slice() };
+          if (limit !== undefined && ++n >= limit) return;
+        }
+      }
+    }
+    it.next();
+  }
+}

@@ -1,0 +1,322 @@
+import assert from "node:assert/strict";
+import { MemFs } from "./fs.ts";
+import {
+  ClosedError,
+  InvalidArgumentError,
+  KVEngine,
+  type KVEngineOptions,
+  LockedError,
+  StorageError,
+} from "./mod.ts";
+import { b, collect, s, withTempDir } from "./test_util.ts";
+
+function memOpts(fs: MemFs, extra: KVEngineOptions = {}): KVEngineOptions {
+  return { fs, log: () => {}, ...extra };
+}
+
+async function strings(it: AsyncIterable<{ key: Uint8Array; value: Uint8Array }>) {
+  return (await collect(it)).map((kv) => `${s(kv.key)}=${s(kv.value)}`);
+}
+
+Deno.test("engine puts, gets, deletes and survives reopen on the real file system", async () => {
+  await withTempDir(async (dir) => {
+    let db = await KVEngine.open(dir, { log: () => {} });
+    await db.put(b("a"), b("1"));
+    await db.put(b("b"), b("2"));
+    await db.delete(b("a"));
+    await db.put(b("c"), new Uint8Array(0));
+    assert.equal(await db.get(b("a")), undefined);
+    assert.equal(s(await db.get(b("b"))), "2");
+    assert.deepEqual(await db.get(b("c")), new Uint8Array(0));
+    await db.close();
+    db = await KVEngine.open(dir, { log: () => {} });
+    assert.equal(await db.get(b("a")), undefined);
+    assert.equal(s(await db.get(b("b"))), "2");
+    assert.deepEqual(await strings(db.scan()), ["b=2", "c="]);
+    await db.close();
+  });
+});
+
+Deno.test("engine rejects bad keys and values with InvalidArgument", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs, { maxValueBytes: 1000 }));
+  const invalid = (e: unknown) => e instanceof InvalidArgumentError && e.kind === "InvalidArgument";
+  await assert.rejects(db.put(new Uint8Array(0), b("x")), invalid);
+  await assert.rejects(db.put(new Uint8Array(65537), b("x")), invalid);
+  await assert.rejects(db.put(b("k"), new Uint8Array(1001)), invalid);
+  await assert.rejects(db.get(new Uint8Array(0)), invalid);
+  // deno-lint-ignore no-explicit-any
+  await assert.rejects(db.write([{ type: "put", key: b("k") } as any]), invalid);
+  // A bad op anywhere rejects the whole batch.
+  await assert.rejects(
+    db.write([{ type: "put", key: b("ok"), value: b("1") }, {
+      type: "delete",
+      key: new Uint8Array(0),
+    }]),
+    invalid,
+  );
+  assert.equal(await db.get(b("ok")), undefined);
+  await db.put(new Uint8Array(65536), new Uint8Array(1000)); // limits are inclusive
+  await db.close();
+  await assert.rejects(db.get(b("k")), ClosedError);
+  await assert.rejects(
+    db.put(b("k"), b("v")),
+    (e) => e instanceof StorageError && e.kind === "Closed",
+  );
+});
+
+Deno.test("engine applies a batch atomically, later ops on a key winning", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs));
+  await db.write([
+    { type: "put", key: b("x"), value: b("1") },
+    { type: "put", key: b("y"), value: b("2") },
+    { type: "delete", key: b("x") },
+    { type: "put", key: b("applied"), value: b("42") },
+  ]);
+  assert.equal(await db.get(b("x")), undefined);
+  assert.equal(s(await db.get(b("applied"))), "42");
+  await db.close();
+});
+
+Deno.test("engine refuses a second opener of the same directory with Locked", async () => {
+  await withTempDir(async (dir) => {
+    const db = await KVEngine.open(dir, { log: () => {} });
+    await assert.rejects(
+      KVEngine.open(dir, { log: () => {} }),
+      (e) => e instanceof LockedError && e.kind === "Locked",
+    );
+    // Another process gets the same error.
+    const code = `import { KVEngine } from ${
+      JSON.stringify(new URL("./mod.ts", import.meta.url).href)
+    };
+      try { await KVEngine.open(${
+      JSON.stringify(dir)
+    }); console.log("opened"); } catch (e) { console.log(e.kind); }`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      stdout: "piped",
+      stderr: "piped",
+      env: { RUST_BACKTRACE: "0" },
+    }).output();
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "Locked");
+    await db.close();
+    const again = await KVEngine.open(dir, { log: () => {} });
+    await again.close();
+  });
+});
+
+Deno.test("engine scans by prefix, range and limit, in key order", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs, { memtableBytes: 2048 }));
+  for (let i = 0; i < 300; i++) await db.put(b(`k${String(i).padStart(3, "0")}`), b(`${i}`));
+  await db.put(b("j"), b("before"));
+  await db.put(b("l"), b("after"));
+  await db.delete(b("k150"));
+  assert.equal((await collect(db.scan({ prefix: b("k") }))).length, 299);
+  assert.deepEqual(await strings(db.scan({ prefix: b("k14"), limit: 3 })), [
+    "k140=140",
+    "k141=141",
+    "k142=142",
+  ]);
+  assert.deepEqual(await strings(db.scan({ start: b("k148"), end: b("k152") })), [
+    "k148=148",
+    "k149=149",
+    "k151=151",
+  ]);
+  assert.deepEqual(await strings(db.scan({ start: b("k299") })), ["k299=299", "l=after"]);
+  assert.deepEqual(await strings(db.scan({ prefix: b("k2"), start: b("k298"), end: b("k299") })), [
+    "k298=298",
+  ]);
+  assert.deepEqual(await strings(db.scan({ limit: 1 })), ["j=before"]);
+  assert.ok(db.stats().levels.some((l) => l.tables > 0), "data reached tables");
+  await db.close();
+});
+
+Deno.test("snapshot reads a point in time while writes, flushes and compactions go on", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open(
+    "/db",
+    memOpts(fs, { memtableBytes: 4096, l0CompactionTrigger: 2 }),
+  );
+  for (let i = 0; i < 200; i++) await db.put(b(`k${i}`), b(`old${i}`));
+  const snap = db.snapshot();
+  for (let i = 0; i < 200; i++) {
+    if (i % 2 === 0) await db.delete(b(`k${i}`));
+    else await db.put(b(`k${i}`), b(`new${i}`));
+  }
+  await db.put(b("zz"), b("later"));
+  await db.compact();
+  assert.equal(s(await snap.get(b("k0"))), "old0");
+  assert.equal(s(await snap.get(b("k1"))), "old1");
+  assert.equal(await snap.get(b("zz")), undefined);
+  const seen = await collect(snap.scan());
+  assert.equal(seen.length, 200);
+  assert.ok(seen.every((kv) => s(kv.value)!.startsWith("old")));
+  assert.equal(await db.get(b("k0")), undefined);
+  assert.equal(s(await db.get(b("k1"))), "new1");
+  snap.release();
+  await assert.rejects(snap.get(b("k1")), ClosedError);
+  await db.compact();
+  assert.equal((await collect(db.scan())).length, 101);
+  await db.close();
+});
+
+Deno.test("a scan keeps its view while writes continue", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs, { memtableBytes: 4096 }));
+  for (let i = 0; i < 100; i++) await db.put(b(`k${String(i).padStart(3, "0")}`), b("v"));
+  let n = 0;
+  for await (const kv of db.scan()) {
+    n++;
+    await db.put(b(`k${s(kv.key)!.slice(1)}x`), b("new")); // inserted behind and ahead of the cursor
+  }
+  assert.equal(n, 100);
+  assert.equal((await collect(db.scan())).length, 200);
+  await db.close();
+});
+
+Deno.test("replaceAll swaps the content atomically and restoreFrom builds an engine from pairs", async () => {
+  const fs = new MemFs();
+  const src = await KVEngine.open("/src", memOpts(fs, { memtableBytes: 8192 }));
+  for (let i = 0; i < 2000; i++) await src.put(b(`key${String(i).padStart(5, "0")}`), b(`v${i}`));
+  const dst = await KVEngine.open("/dst", memOpts(fs, { memtableBytes: 8192 }));
+  for (let i = 0; i < 50; i++) await dst.put(b(`stale${i}`), b("x"));
+  const oldSnap = dst.snapshot();
+  const snap = src.snapshot();
+  await dst.replaceAll(snap.scan());
+  snap.release();
+  assert.equal(await dst.get(b("stale1")), undefined);
+  assert.equal(s(await dst.get(b("key01234"))), "v1234");
+  assert.equal(s(await oldSnap.get(b("stale1"))), "x", "older snapshots keep the old content");
+  oldSnap.release();
+  await dst.put(b("after"), b("1"));
+  await dst.close();
+  const crashed = fs.crash();
+  const reopened = await KVEngine.open("/dst", memOpts(crashed));
+  assert.equal((await collect(reopened.scan())).length, 2001);
+  assert.equal(await reopened.get(b("stale3")), undefined);
+  await reopened.close();
+  await assert.rejects(dst.replaceAll([]), ClosedError);
+
+  const restored = await KVEngine.restoreFrom("/r", [{ key: b("a"), value: b("1") }, {
+    key: b("b"),
+    value: b("2"),
+  }], memOpts(fs));
+  assert.deepEqual(await strings(restored.scan()), ["a=1", "b=2"]);
+  await assert.rejects(
+    restored.replaceAll([{ key: b("b"), value: b("1") }, { key: b("a"), value: b("2") }]),
+    InvalidArgumentError,
+  );
+  assert.deepEqual(
+    await strings(restored.scan()),
+    ["a=1", "b=2"],
+    "a failed replace changes nothing",
+  );
+  await restored.close();
+  await src.close();
+});
+
+Deno.test("replaceAll is all-or-nothing across a crash at any point", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs));
+  await db.put(b("old"), b("1"));
+  const pairs = Array.from(
+    { length: 500 },
+    (_, i) => ({ key: b(`n${String(i).padStart(4, "0")}`), value: b("x") }),
+  );
+  // Crash after every durable step of replaceAll: snapshot the durable state on each sync.
+  const states: MemFs[] = [];
+  fs.failOn((op) => {
+    if (op === "sync" || op === "syncDir") states.push(fs.crash());
+    return false;
+  });
+  await db.replaceAll(pairs);
+  fs.failOn(undefined);
+  states.push(fs.crash());
+  await db.close();
+  assert.ok(states.length >= 4);
+  let sawOld = false;
+  let sawNew = false;
+  for (const st of states) {
+    const r = await KVEngine.open("/db", memOpts(st));
+    const all = await collect(r.scan());
+    const isOld = all.length === 1 && s(all[0]!.key) === "old";
+    const isNew = all.length === 500 && s(all[0]!.key) === "n0000";
+    assert.ok(isOld || isNew, `mixed state with ${all.length} keys`);
+    sawOld ||= isOld;
+    sawNew ||= isNew;
+    await r.close();
+  }
+  assert.ok(sawOld && sawNew);
+});
+
+Deno.test("compaction drops tombstones and shadowed versions, keeping disk within 2x of live data", async () => {
+  await withTempDir(async (dir) => {
+    const db = await KVEngine.open(dir, { memtableBytes: 64 * 1024, sync: "none", log: () => {} });
+    const value = new Uint8Array(100).fill(7);
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 4000; i += 100) {
+        const batch = [];
+        for (let j = i; j < i + 100; j++) {
+          batch.push({ type: "put" as const, key: b(`key${String(j).padStart(8, "0")}`), value });
+        }
+        await db.write(batch);
+      }
+    }
+    for (let i = 2000; i < 4000; i++) await db.delete(b(`key${String(i).padStart(8, "0")}`));
+    await db.compact();
+    const live = 2000 * (11 + 100);
+    let disk = 0;
+    for await (const e of Deno.readDir(dir)) disk += (await Deno.stat(`${dir}/${e.name}`)).size;
+    assert.ok(disk <= 2 * live, `disk ${disk} > 2 x live ${live}`);
+    const stats = db.stats();
+    assert.equal(stats.levels[0]!.tables, 0);
+    assert.equal((await collect(db.scan())).length, 2000);
+    await db.close();
+  });
+});
+
+Deno.test("sync none writes become durable with flush()", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs, { sync: "none" }));
+  await db.put(b("a"), b("1"));
+  const lost = await KVEngine.open("/db", memOpts(fs.crash()));
+  assert.equal(await lost.get(b("a")), undefined, "not synced yet");
+  await lost.close();
+  await db.flush();
+  const kept = await KVEngine.open("/db", memOpts(fs.crash()));
+  assert.equal(s(await kept.get(b("a"))), "1");
+  await kept.close();
+  await db.close();
+});
+
+Deno.test("concurrent writes share group commits and all become durable", async () => {
+  const fs = new MemFs();
+  let syncs = 0;
+  fs.failOn((op, path) => {
+    if (op === "sync" && path.endsWith(".log")) syncs++;
+    return false;
+  });
+  const db = await KVEngine.open("/db", memOpts(fs, { sync: "batch" }));
+  syncs = 0;
+  await Promise.all(Array.from({ length: 500 }, (_, i) => db.put(b(`k${i}`), b(`${i}`))));
+  assert.ok(syncs < 50, `${syncs} syncs for 500 concurrent writes`);
+  const after = await KVEngine.open("/db", memOpts(fs.crash()));
+  for (let i = 0; i < 500; i++) assert.equal(s(await after.get(b(`k${i}`))), `${i}`);
+  await after.close();
+  await db.close();
+});
+
+Deno.test("a failed WAL write rejects the write and stops the engine", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs));
+  await db.put(b("a"), b("1"));
+  fs.failOn((op, path) => op === "sync" && path.endsWith(".log"));
+  await assert.rejects(db.put(b("b"), b("2")), (e) => e instanceof StorageError && e.kind === "IO");
+  await assert.rejects(db.put(b("c"), b("3")), ClosedError);
+  assert.equal(s(await db.get(b("a"))), "1", "reads keep working");
+  assert.equal(await db.get(b("b")), undefined, "the failed write is not visible");
+  fs.failOn(undefined);
+  await db.close();
+});

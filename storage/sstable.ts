@@ -1,0 +1,657 @@
+/**
+ * SSTables: immutable sorted files of internal entries. See `sstable_format.md` for the byte
+ * layout; the constants below reach the disk: never change them.
+ *
+ * ```
+ * data block 0 | crc u32
+ * ...
+ * data block n-1 | crc u32
+ * index block    | crc u32
+ * bloom filter   | crc u32
+ * footer (48 bytes)
+ * ```
+ *
+ * A point lookup checks the bloom filter (in memory), binary-searches the index (in memory) for
+ * the one block that can hold the key, and reads that block (through the block cache).
+ *
+ * @module
+ */
+import { recordCrc } from "./record.ts";
+import { BlockCache } from "./block_cache.ts";
+import { bloomHash, bloomMayContain, buildBloom } from "./bloom.ts";
+import { ByteReader, ByteWriter, compareBytes, getU32, putVarint, setU32 } from "./coding.ts";
+import { CorruptionError } from "./errors.ts";
+import type { FileSystem, StorageFile } from "./fs.ts";
+import { type InternalIterator, KIND_DELETE, KIND_PUT } from "./iterator.ts";
+
+/** Footer magic, "CKVSST\0\1" as a little-endian u64 split in two u32. */
+export const SST_MAGIC_LO = 0x53564b43; // "CKVS"
+/** High half of the footer magic. */
+export const SST_MAGIC_HI = 0x01005453; // "ST\0\1"
+/** Format version in the footer. */
+export const SST_VERSION = 1;
+/** Footer size in bytes. */
+export const FOOTER_SIZE = 48;
+/** Target size of a data block before it is cut. */
+export const BLOCK_SIZE = 4096;
+/** Bloom filter bits per key. */
+export const BLOOM_BITS_PER_KEY = 10;
+
+const _EMPTY = new Uint8Array(0);
+/** Domain byte mixed into block checksums (record type slot of `recordCrc`). */
+const _CRC_DATA = 0x44;
+const _CRC_INDEX = 0x49;
+const _CRC_BLOOM = 0x42;
+
+/** A parsed data block. Entries: `varint klen | varint vlen | kind u8 | seq u64 | key | value`. */
+export class Block {
+  /** Entry count. */
+  readonly count: number;
+  readonly #offsets: number;
+  /** Creates a view over `data` (the block without its crc). */
+  constructor(readonly data: Uint8Array) {
+    if (data.length < 4) throw new RangeError("block too small");
+    this.count = getU32(data, data.length - 4);
+    this.#offsets = data.length - 4 - 4 * this.count;
+    if (this.#offsets < 0) throw new RangeError("bad block entry count");
+  }
+  /** Bytes held (for the cache). */
+  get byteLength(): number {
+    return this.data.length;
+  }
+  /** Offset of entry `i`. */
+  offset(i: number): number {
+    return getU32(this.data, this.#offsets + 4 * i);
+  }
+  /**
+   * Compares entry `i` with (`key`, `seq`) in internal order without allocating.
+   */
+  compareAt(i: number, key: Uint8Array, seq: number): number {
+    const d = this.data;
+    let p = this.offset(i);
+    let klen = 0;
+    let mul = 1;
+    for (;;) {
+      const b = d[p++]!;
+      klen += (b & 0x7f) * mul;
+      if (b < 0x80) break;
+      mul *= 128;
+    }
+    while (d[p++]! >= 0x80) { /* skip vlen */ }
+    p++; // kind
+    const seqAt = getU32(d, p) + getU32(d, p + 4) * 0x100000000;
+    p += 8;
+    const n = klen < key.length ? klen : key.length;
+    for (let j = 0; j < n; j++) {
+      const c = d[p + j]! - key[j]!;
+      if (c !== 0) return c;
+    }
+    if (klen !== key.length) return klen - key.length;
+    return seq - seqAt;
+  }
+  /** Index of the first entry at or after (`key`, `seq`); `count` when none. */
+  lowerBound(key: Uint8Array, seq: number): number {
+    let lo = 0;
+    let hi = this.count;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.compareAt(mid, key, seq) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+  /** Decodes entry `i` into `out`. */
+  decode(i: number, out: { key: Uint8Array; seq: number; kind: number; value: Uint8Array }): void {
+    const d = this.data;
+    let p = this.offset(i);
+    let klen = 0;
+    let mul = 1;
+    let c: number;
+    do {
+      c = d[p++]!;
+      klen += (c & 0x7f) * mul;
+      mul *= 128;
+    } while (c >= 0x80);
+    let vlen = 0;
+    mul = 1;
+    do {
+      c = d[p++]!;
+      vlen += (c & 0x7f) * mul;
+      mul *= 128;
+    } while (c >= 0x80);
+    out.kind = d[p]!;
+    out.seq = getU32(d, p + 1) + getU32(d, p + 5) * 0x100000000;
+    p += 9;
+    if (p + klen + vlen > this.#offsets || c === undefined) {
+      throw new RangeError("entry past block end");
+    }
+    out.key = d.subarray(p, p + klen);
+    out.value = d.subarray(p + klen, p + klen + vlen);
+  }
+}
+
+/** The in-memory index of a table: last internal key and location of each data block. */
+interface _Index {
+  keys: Uint8Array[];
+  seqs: number[];
+  offsets: number[];
+  sizes: number[];
+}
+
+/** Metadata the builder reports for the manifest. */
+export interface TableInfo {
+  /** File size in bytes. */
+  size: number;
+  /** Entries in the table. */
+  entries: number;
+  /** Smallest user key. */
+  smallest: Uint8Array;
+  /** Largest user key. */
+  largest: Uint8Array;
+}
+
+/**
+ * Builds a table in memory from entries added in internal-key order, then writes it with one
+ * append and one sync.
+ *
+ * @example
+ * ```ts
+ * const b = new TableBuilder();
+ * b.add(new TextEncoder().encode("a"), 1, KIND_PUT, new TextEncoder().encode("1"));
+ * const bytes = b.finish(); // the whole file
+ * ```
+ */
+export class TableBuilder {
+  #out: ByteWriter;
+  #block = new ByteWriter(BLOCK_SIZE + 1024);
+  #blockOffsets: number[] = [];
+  #index = new ByteWriter(4096);
+  #hashes: number[] = [];
+  #lastKey: Uint8Array = _EMPTY;
+  #lastSeq = 0;
+  #smallest: Uint8Array | undefined;
+  #entries = 0;
+  #lastHashedKey: Uint8Array | undefined;
+
+  /**
+   * Creates a builder. `out`, when given, is reused as the output buffer (reset now): the
+   * bytes `finish()` returned for a previous table must no longer be needed.
+   */
+  constructor(out?: ByteWriter) {
+    this.#out = out ?? new ByteWriter(64 * 1024);
+    this.#out.reset();
+  }
+
+  /** Entries added. */
+  get entries(): number {
+    return this.#entries;
+  }
+  /** Approximate file size so far. */
+  get estimatedSize(): number {
+    return this.#out.length + this.#block.length + this.#index.length + this.#hashes.length * 2;
+  }
+  /** The last user key added. */
+  get lastKey(): Uint8Array {
+    return this.#lastKey;
+  }
+
+  /**
+   * Adds an entry; entries must come in internal-key order. Keeps no reference to inputs.
+   * `sameUserKey` (when the caller knows it) skips a comparison with the previous key.
+   */
+  add(key: Uint8Array, seq: number, kind: number, value: Uint8Array, sameUserKey?: boolean): void {
+    const b = this.#block;
+    this.#blockOffsets.push(b.length);
+    const klen = key.length;
+    const vlen = value.length;
+    b.reserve(klen + vlen + 29);
+    const buf = b.buf;
+    let p = putVarint(buf, b.length, klen);
+    p = putVarint(buf, p, vlen);
+    buf[p] = kind;
+    setU32(buf, p + 1, seq >>> 0);
+    setU32(buf, p + 5, Math.floor(seq / 0x100000000));
+    p += 9;
+    const keyAt = p;
+    if (klen <= 32) { for (let i = 0; i < klen; i++) buf[p + i] = key[i]!; }
+    else buf.set(key, p);
+    p += klen;
+    if (vlen <= 32) { for (let i = 0; i < vlen; i++) buf[p + i] = value[i]!; }
+    else buf.set(value, p);
+    b.length = p + vlen;
+    const keyView = buf.subarray(keyAt, keyAt + klen);
+    const same = sameUserKey ??
+      (this.#lastHashedKey !== undefined && compareBytes(this.#lastHashedKey, key) === 0);
+    if (!same || this.#lastHashedKey === undefined) {
+      this.#hashes.push(bloomHash(key));
+      this.#lastHashedKey = keyView;
+    }
+    if (this.#smallest === undefined) this.#smallest = key.slice();
+    this.#lastKey = keyView;
+    this.#lastSeq = seq;
+    this.#entries++;
+    if (b.length >= BLOCK_SIZE) this.#finishBlock();
+  }
+
+  #finishBlock(): void {
+    const b = this.#block;
+    const n = this.#blockOffsets.length;
+    if (n === 0) return;
+    const lastKey = this.#lastKey.slice();
+    for (const off of this.#blockOffsets) b.u32(off);
+    b.u32(n);
+    const offset = this.#out.length;
+    const data = b.view();
+    this.#out.bytes(data);
+    this.#out.u32(recordCrc(_CRC_DATA, data));
+    const ix = this.#index;
+    ix.varint(lastKey.length);
+    ix.bytes(lastKey);
+    ix.u64(this.#lastSeq);
+    ix.u64(offset);
+    ix.u32(data.length);
+    b.reset();
+    this.#blockOffsets.length = 0;
+    this.#lastKey = lastKey;
+    this.#lastHashedKey = lastKey;
+  }
+
+  /** Completes the table; returns the file's bytes and its metadata. */
+  finish(): { bytes: Uint8Array; info: TableInfo } {
+    this.#finishBlock();
+    const out = this.#out;
+    const indexOffset = out.length;
+    const index = this.#index.view();
+    out.bytes(index);
+    out.u32(recordCrc(_CRC_INDEX, index));
+    const bloomOffset = out.length;
+    const bloom = buildBloom(this.#hashes, BLOOM_BITS_PER_KEY);
+    out.bytes(bloom);
+    out.u32(recordCrc(_CRC_BLOOM, bloom));
+    const footer = new Uint8Array(FOOTER_SIZE);
+    const f = new ByteWriter(FOOTER_SIZE);
+    f.u64(indexOffset);
+    f.u32(index.length);
+    f.u64(bloomOffset);
+    f.u32(bloom.length);
+    f.u64(this.#entries);
+    f.u32(SST_VERSION);
+    footer.set(f.view());
+    setU32(footer, 36, recordCrc(0, footer.subarray(0, 36)));
+    setU32(footer, 40, SST_MAGIC_LO);
+    setU32(footer, 44, SST_MAGIC_HI);
+    out.bytes(footer);
+    const bytes = out.view();
+    return {
+      bytes,
+      info: {
+        size: bytes.length,
+        entries: this.#entries,
+        smallest: this.#smallest ?? _EMPTY,
+        largest: this.#lastKey.slice(),
+      },
+    };
+  }
+}
+
+/** The result of a point lookup in a table. */
+export interface Found {
+  /** {@link KIND_PUT} or {@link KIND_DELETE}. */
+  kind: number;
+  /** The value (a copy); empty for tombstones. */
+  value: Uint8Array;
+  /** The entry's sequence number. */
+  seq: number;
+}
+
+/**
+ * An open SSTable: footer, index and bloom filter in memory, data blocks read on demand.
+ *
+ * @example
+ * ```ts ignore
+ * const t = await Table.open(fs, "/db/000005.sst", { number: 5, cache });
+ * t.get(key, Number.MAX_SAFE_INTEGER, bloomHash(key));
+ * ```
+ */
+export class Table {
+  #file: StorageFile;
+  #index: _Index;
+  #bloom: Uint8Array;
+  #cache: BlockCache<Block>;
+  #scratch = { key: _EMPTY, seq: 0, kind: 0, value: _EMPTY };
+  /** Table (file) number. */
+  readonly number: number;
+  /** File size. */
+  readonly size: number;
+  /** Entries in the table. */
+  readonly entries: number;
+
+  private constructor(
+    file: StorageFile,
+    number: number,
+    index: _Index,
+    bloom: Uint8Array,
+    cache: BlockCache<Block>,
+    entries: number,
+  ) {
+    this.#file = file;
+    this.number = number;
+    this.#index = index;
+    this.#bloom = bloom;
+    this.#cache = cache;
+    this.size = file.size();
+    this.entries = entries;
+  }
+
+  /** Opens and validates a table; throws {@link CorruptionError} on a bad footer, index or filter. */
+  static async open(
+    fs: FileSystem,
+    path: string,
+    options: { number: number; cache: BlockCache<Block> },
+  ): Promise<Table> {
+    const file = await fs.openRead(path);
+    try {
+      const size = file.size();
+      if (size < FOOTER_SIZE) {
+        throw new CorruptionError("table shorter than its footer", { file: path, offset: 0 });
+      }
+      const footer = new Uint8Array(FOOTER_SIZE);
+      const fpos = size - FOOTER_SIZE;
+      file.readAt(footer, fpos);
+      if (getU32(footer, 40) !== SST_MAGIC_LO || getU32(footer, 44) !== SST_MAGIC_HI) {
+        throw new CorruptionError("bad table magic", { file: path, offset: fpos + 40 });
+      }
+      if (getU32(footer, 36) !== recordCrc(0, footer.subarray(0, 36))) {
+        throw new CorruptionError("table footer checksum mismatch", { file: path, offset: fpos });
+      }
+      const fr = new ByteReader(footer);
+      const indexOffset = fr.u64();
+      const indexSize = fr.u32();
+      const bloomOffset = fr.u64();
+      const bloomSize = fr.u32();
+      const entries = fr.u64();
+      const version = fr.u32();
+      if (version !== SST_VERSION) {
+        throw new CorruptionError(`unknown table version ${version}`, {
+          file: path,
+          offset: fpos + 32,
+        });
+      }
+      if (indexOffset + indexSize + 4 > fpos || bloomOffset + bloomSize + 4 > fpos) {
+        throw new CorruptionError("table footer points past the file", {
+          file: path,
+          offset: fpos,
+        });
+      }
+      const indexBytes = _readChecked(file, indexOffset, indexSize, _CRC_INDEX, "index block");
+      const bloom = _readChecked(file, bloomOffset, bloomSize, _CRC_BLOOM, "bloom filter");
+      const index: _Index = { keys: [], seqs: [], offsets: [], sizes: [] };
+      try {
+        const r = new ByteReader(indexBytes);
+        while (r.pos < indexBytes.length) {
+          const klen = r.varint();
+          index.keys.push(r.bytes(klen));
+          index.seqs.push(r.u64());
+          const off = r.u64();
+          const sz = r.u32();
+          if (off + sz + 4 > indexOffset) throw new RangeError("block past the index");
+          index.offsets.push(off);
+          index.sizes.push(sz);
+        }
+      } catch (e) {
+        if (e instanceof RangeError) {
+          throw new CorruptionError(`bad index block: ${e.message}`, {
+            file: path,
+            offset: indexOffset,
+          });
+        }
+        throw e;
+      }
+      return new Table(file, options.number, index, bloom, options.cache, entries);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  /** Number of data blocks. */
+  get blockCount(): number {
+    return this.#index.keys.length;
+  }
+
+  /** Reads (or finds in the cache) data block `i`. */
+  block(i: number): Block {
+    const cacheKey = this.number * 0x1000000 + i;
+    const cached = this.#cache.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const offset = this.#index.offsets[i]!;
+    const data = _readChecked(this.#file, offset, this.#index.sizes[i]!, _CRC_DATA, "data block");
+    let block: Block;
+    try {
+      block = new Block(data);
+    } catch {
+      throw new CorruptionError("bad data block", { file: this.#file.path, offset });
+    }
+    this.#cache.set(cacheKey, block);
+    return block;
+  }
+
+  /** Index of the first block whose last key is at or after (`key`, `seq`); `blockCount` if none. */
+  findBlock(key: Uint8Array, seq: number): number {
+    const { keys, seqs } = this.#index;
+    let lo = 0;
+    let hi = keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = compareBytes(keys[mid]!, key);
+      if (c < 0 || (c === 0 && seqs[mid]! > seq)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** False when the bloom filter rules `key` (with hash `hash`) out. */
+  mayContain(hash: number): boolean {
+    return bloomMayContain(this.#bloom, hash);
+  }
+
+  /**
+   * The newest entry for `key` with sequence ≤ `seq`, or `undefined`. Reads at most one block.
+   */
+  get(key: Uint8Array, seq: number, hash: number): Found | undefined {
+    if (!bloomMayContain(this.#bloom, hash)) return undefined;
+    const bi = this.findBlock(key, seq);
+    if (bi >= this.#index.keys.length) return undefined;
+    const block = this.block(bi);
+    const i = block.lowerBound(key, seq);
+    if (i >= block.count) return undefined;
+    const e = this.#scratch;
+    try {
+      block.decode(i, e);
+    } catch {
+      throw new CorruptionError("bad entry in data block", {
+        file: this.#file.path,
+        offset: this.#index.offsets[bi]!,
+      });
+    }
+    if (compareBytes(e.key, key) !== 0) return undefined;
+    return { kind: e.kind, value: e.kind === KIND_PUT ? e.value.slice() : _EMPTY, seq: e.seq };
+  }
+
+  /** An iterator over every entry. */
+  iterator(): InternalIterator {
+    return new _TableIterator(this);
+  }
+
+  /** Path of the file. */
+  get path(): string {
+    return this.#file.path;
+  }
+
+  /** Closes the file and drops its cached blocks. */
+  close(): void {
+    this.#cache.evictTable(this.number);
+    this.#file.close();
+  }
+}
+
+function _readChecked(
+  file: StorageFile,
+  offset: number,
+  size: number,
+  domain: number,
+  what: string,
+): Uint8Array {
+  const buf = new Uint8Array(size + 4);
+  const n = file.readAt(buf, offset);
+  if (n !== buf.length) throw new CorruptionError(`truncated ${what}`, { file: file.path, offset });
+  const data = buf.subarray(0, size);
+  if (getU32(buf, size) !== recordCrc(domain, data)) {
+    throw new CorruptionError(`${what} checksum mismatch`, { file: file.path, offset });
+  }
+  return data;
+}
+
+class _TableIterator implements InternalIterator {
+  valid = false;
+  key: Uint8Array = _EMPTY;
+  seq = 0;
+  kind = KIND_DELETE;
+  value: Uint8Array = _EMPTY;
+  #bi = 0;
+  #block: Block | undefined;
+  #i = 0;
+  constructor(private table: Table) {}
+  #settle(): void {
+    for (;;) {
+      const b = this.#block;
+      if (b !== undefined && this.#i < b.count) {
+        b.decode(this.#i, this);
+        this.valid = true;
+        return;
+      }
+      if (b !== undefined) this.#bi++;
+      if (this.#bi >= this.table.blockCount) {
+        this.valid = false;
+        this.#block = undefined;
+        return;
+      }
+      this.#block = this.table.block(this.#bi);
+      this.#i = 0;
+    }
+  }
+  seekToFirst(): void {
+    this.#bi = 0;
+    this.#block = undefined;
+    this.#settle();
+  }
+  seek(key: Uint8Array, seq: number): void {
+    this.#bi = this.table.findBlock(key, seq);
+    if (this.#bi >= this.table.blockCount) {
+      this.valid = false;
+      this.#block = undefined;
+      return;
+    }
+    this.#block = this.table.block(this.#bi);
+    this.#i = this.#block.lowerBound(key, seq);
+    this.#settle();
+  }
+  next(): void {
+    if (!this.valid) return;
+    this.#i++;
+    this.#settle();
+  }
+}
+
+/**
+ * Iterates the concatenation of non-overlapping tables sorted by key (a level ≥ 1).
+ *
+ * @example
+ * ```ts
+ * const it = new LevelIterator([], [], []);
+ * it.seekToFirst(); // it.valid === false
+ * ```
+ */
+export class LevelIterator implements InternalIterator {
+  valid = false;
+  key: Uint8Array = _EMPTY;
+  seq = 0;
+  kind = KIND_DELETE;
+  value: Uint8Array = _EMPTY;
+  #ti = 0;
+  #it: InternalIterator | undefined;
+  /** Creates the iterator over `tables` whose largest keys are `largest`. */
+  constructor(
+    private tables: Table[],
+    private smallest: Uint8Array[],
+    private largest: Uint8Array[],
+  ) {}
+  #load(): void {
+    for (;;) {
+      const it = this.#it;
+      if (it !== undefined && it.valid) {
+        this.valid = true;
+        this.key = it.key;
+        this.seq = it.seq;
+        this.kind = it.kind;
+        this.value = it.value;
+        return;
+      }
+      if (it !== undefined) this.#ti++;
+      if (this.#ti >= this.tables.length) {
+        this.valid = false;
+        this.#it = undefined;
+        return;
+      }
+      this.#it = this.tables[this.#ti]!.iterator();
+      this.#it.seekToFirst();
+    }
+  }
+  seekToFirst(): void {
+    this.#ti = 0;
+    this.#it = undefined;
+    this.#load();
+  }
+  seek(key: Uint8Array, seq: number): void {
+    let lo = 0;
+    let hi = this.tables.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (compareBytes(this.largest[mid]!, key) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    this.#ti = lo;
+    if (lo >= this.tables.length) {
+      this.valid = false;
+      this.#it = undefined;
+      return;
+    }
+    this.#it = this.tables[lo]!.iterator();
+    if (compareBytes(this.smallest[lo]!, key) > 0) this.#it.seekToFirst();
+    else this.#it.seek(key, seq);
+    this.#load();
+  }
+  next(): void {
+    if (!this.valid) return;
+    this.#it!.next();
+    this.#load();
+  }
+}
+
+/** Writes a finished table to `path` (one append, one sync) and closes it. */
+export async function writeTableFile(
+  fs: FileSystem,
+  path: string,
+  bytes: Uint8Array,
+): Promise<void> {
+  const f = await fs.openAppend(path, { truncate: true });
+  try {
+    await f.append(bytes);
+    await f.sync();
+  } finally {
+    f.close();
+  }
+}
+
+/** Re-exported for callers that hash once per lookup. */
+export { bloomHash, putVarint };

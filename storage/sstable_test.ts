@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { BlockCache } from "./block_cache.ts";
+import { CorruptionError } from "./errors.ts";
+import { MemFs } from "./fs.ts";
+import { KIND_DELETE, KIND_PUT } from "./iterator.ts";
+import {
+  type Block,
+  bloomHash,
+  LevelIterator,
+  Table,
+  TableBuilder,
+  writeTableFile,
+} from "./sstable.ts";
+import { b, s } from "./test_util.ts";
+
+async function buildTable(fs: MemFs, path: string, n: number, number = 1) {
+  const builder = new TableBuilder();
+  for (let i = 0; i < n; i++) {
+    const key = b(`key-${String(i).padStart(6, "0")}`);
+    // Two versions for every key: seq 2i+2 (newest) then 2i+1.
+    builder.add(
+      key,
+      2 * i + 2,
+      i % 10 === 0 ? KIND_DELETE : KIND_PUT,
+      i % 10 === 0 ? new Uint8Array(0) : b(`new-${i}`),
+    );
+    builder.add(key, 2 * i + 1, KIND_PUT, b(`old-${i}`));
+  }
+  const { bytes, info } = builder.finish();
+  await writeTableFile(fs, path, bytes);
+  const cache = new BlockCache<Block>(1 << 20);
+  return { table: await Table.open(fs, path, { number, cache }), info, cache };
+}
+
+Deno.test("sstable point lookups find the right version with one block read", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/t");
+  const { table, info, cache } = await buildTable(fs, "/t/000001.sst", 5000);
+  assert.equal(info.entries, 10000);
+  assert.equal(s(info.smallest), "key-000000");
+  assert.equal(s(info.largest), "key-004999");
+  assert.ok(table.blockCount > 50);
+  for (let i = 0; i < 5000; i += 7) {
+    const key = b(`key-${String(i).padStart(6, "0")}`);
+    const before = cache.misses + cache.hits;
+    const newest = table.get(key, Number.MAX_SAFE_INTEGER, bloomHash(key));
+    assert.ok(cache.misses + cache.hits - before <= 1, "at most one block per lookup");
+    if (i % 10 === 0) assert.equal(newest?.kind, KIND_DELETE);
+    else assert.equal(s(newest?.value), `new-${i}`);
+    assert.equal(s(table.get(key, 2 * i + 1, bloomHash(key))?.value), `old-${i}`);
+    assert.equal(table.get(key, 2 * i, bloomHash(key)), undefined);
+  }
+  const missing = b("key-999999x");
+  assert.equal(table.get(missing, Number.MAX_SAFE_INTEGER, bloomHash(missing)), undefined);
+  table.close();
+});
+
+Deno.test("sstable iterator and level iterator scan and seek in order", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/t");
+  const { table } = await buildTable(fs, "/t/000001.sst", 1000);
+  const it = table.iterator();
+  let n = 0;
+  let prev = "";
+  for (it.seekToFirst(); it.valid; it.next()) {
+    const k = s(it.key)!;
+    assert.ok(k >= prev);
+    prev = k;
+    n++;
+  }
+  assert.equal(n, 2000);
+  it.seek(b("key-000500"), Number.MAX_SAFE_INTEGER);
+  assert.equal(s(it.key), "key-000500");
+  assert.equal(it.seq, 1002);
+  const level = new LevelIterator([table], [b("key-000000")], [b("key-000999")]);
+  level.seek(b("key-000999x"), 0);
+  assert.equal(level.valid, false);
+  level.seek(b("a"), 0);
+  assert.equal(s(level.key), "key-000000");
+  table.close();
+});
+
+Deno.test("sstable open rejects a bad magic or footer with a Corruption error", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/t");
+  const { table } = await buildTable(fs, "/t/000001.sst", 100);
+  table.close();
+  const raw = fs.raw("/t/000001.sst")!;
+  raw[raw.length - 1]! ^= 0xff;
+  await assert.rejects(
+    Table.open(fs, "/t/000001.sst", { number: 1, cache: new BlockCache(0) }),
+    (e) => e instanceof CorruptionError && e.file === "/t/000001.sst",
+  );
+  raw[raw.length - 1]! ^= 0xff;
+  raw[raw.length - 20]! ^= 0x01; // inside the footer's checksummed part
+  await assert.rejects(
+    Table.open(fs, "/t/000001.sst", { number: 1, cache: new BlockCache(0) }),
+    CorruptionError,
+  );
+});

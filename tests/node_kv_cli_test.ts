@@ -1,0 +1,137 @@
+/**
+ * `deno task kv` end to end against a real 3-node cluster: put, get, a missing get (exit 1, no
+ * output), del, scan, cas, status, member list, and errors (one line on stderr, non-zero exit).
+ */
+import { equal, match, ok } from "node:assert/strict";
+import { freePorts, TestCluster } from "./harness.ts";
+
+const CONFIG = new URL("../deno.json", import.meta.url).pathname;
+
+interface Run {
+  code: number;
+  out: string;
+  err: string;
+}
+
+async function kv(endpoints: string[], ...args: string[]): Promise<Run> {
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "--config", CONFIG, "kv", "--endpoints", endpoints.join(","), ...args],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
+}
+
+Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", async (t) => {
+  const c = await TestCluster.start({ nodes: 3 });
+  let failed = false;
+  const step = async (name: string, fn: () => Promise<void>) => {
+    if (!await t.step(name, fn)) failed = true;
+  };
+  try {
+    await c.waitForLeader(5000);
+    const eps = c.addresses;
+
+    await step("put prints OK; get prints the value", async () => {
+      let r = await kv(eps, "put", "cli/a", "hello world");
+      equal(r.code, 0, r.err);
+      equal(r.out, "OK\n");
+      r = await kv(eps, "put", "cli/b", "2");
+      equal(r.code, 0, r.err);
+      r = await kv([eps[2]!], "get", "cli/a");
+      equal(r.code, 0, r.err);
+      equal(r.out, "hello world\n");
+    });
+
+    await step("get of a missing key prints nothing and exits 1", async () => {
+      const r = await kv(eps, "get", "cli/none");
+      equal(r.code, 1);
+      equal(r.out, "");
+      equal(r.err, "");
+    });
+
+    await step("scan prints key<TAB>value lines in key order; --limit cuts", async () => {
+      let r = await kv(eps, "scan", "cli/");
+      equal(r.code, 0, r.err);
+      equal(r.out, "cli/a\thello world\ncli/b\t2\n");
+      r = await kv(eps, "scan", "cli/", "--limit", "1");
+      equal(r.code, 0, r.err);
+      equal(r.out, "cli/a\thello world\n");
+    });
+
+    await step("cas swaps on a match and exits 1 otherwise", async () => {
+      let r = await kv(eps, "cas", "cli/b", "2", "3");
+      equal(r.code, 0, r.err);
+      equal(r.out, "OK\n");
+      r = await kv(eps, "cas", "cli/b", "2", "4");
+      equal(r.code, 1);
+      match(r.err, /comparison failed: current value is "3"/);
+      r = await kv(eps, "cas", "--absent", "cli/c", "new");
+      equal(r.code, 0, r.err);
+    });
+
+    await step("del deletes; a deleted key is missing", async () => {
+      let r = await kv(eps, "del", "cli/a");
+      equal(r.code, 0, r.err);
+      equal(r.out, "1\n");
+      r = await kv(eps, "get", "cli/a");
+      equal(r.code, 1);
+      equal(r.out, "");
+    });
+
+    await step("status prints a table of the members", async () => {
+      const r = await kv([eps[0]!], "status");
+      equal(r.code, 0, r.err);
+      const lines = r.out.trimEnd().split("\n");
+      match(lines[0]!, /leader \d/);
+      match(
+        lines[1]!,
+        /^ID\s+ADDRESS\s+ROLE\s+KIND\s+TERM\s+COMMIT\s+APPLIED\s+LAST\s+MATCH\s+HEALTHY/,
+      );
+      equal(lines.length, 2 + 3, r.out);
+      for (const n of c.nodes) {
+        const row = lines.find((l) => l.startsWith(`${n.id} `));
+        ok(row, `row of node ${n.id} in\n${r.out}`);
+        ok(row.includes(n.address), row);
+        match(row, /\b(leader|follower)\b/);
+        match(row, /\byes$/);
+      }
+      const rows = lines.slice(2);
+      equal(rows.filter((l) => l.split(/\s+/)[2] === "leader").length, 1, r.out);
+      // The leader's view fills in the match index of every member.
+      for (const row of rows) match(row.split(/\s+/)[8] ?? "", /^\d+$/, r.out);
+    });
+
+    await step("member list names every member", async () => {
+      const r = await kv(eps, "member", "list");
+      equal(r.code, 0, r.err);
+      for (const n of c.nodes) match(r.out, new RegExp(`^${n.id}\\s+${n.address}\\s`, "m"));
+    });
+
+    await step("errors: one line on stderr and a non-zero exit", async () => {
+      let r = await kv(eps, "put", "only-key");
+      equal(r.code, 2);
+      equal(r.err.trimEnd().split("\n").length, 1, r.err);
+      r = await kv(eps, "put", "", "v");
+      equal(r.code, 3);
+      match(r.err, /^kv: invalid_argument: /);
+      equal(r.err.trimEnd().split("\n").length, 1, r.err);
+      r = await kv(eps, "frobnicate");
+      equal(r.code, 2);
+      match(r.err, /unknown command/);
+      const [dead] = await freePorts(1);
+      r = await kv([`127.0.0.1:${dead}`], "--timeout-ms", "300", "get", "k");
+      equal(r.code, 3);
+      match(r.err, /^kv: unavailable: /);
+      equal(r.err.trimEnd().split("\n").length, 1, r.err);
+      ok(!r.err.includes("backtrace") && !r.err.includes("    at "), r.err);
+    });
+  } catch (e) {
+    failed = true;
+    throw e;
+  } finally {
+    if (failed) console.error(c.dumpLogs(60));
+    await c.stop();
+  }
+});
