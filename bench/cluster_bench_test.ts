@@ -1,5 +1,5 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
-import { parseClusterBenchArgs, planSteps } from "./cluster_bench.ts";
+import { parseClusterBenchArgs, planSteps, systemKind } from "./cluster_bench.ts";
 
 Deno.test("cluster bench defaults: both systems, four concurrencies, variants on", () => {
   const o = parseClusterBenchArgs([]);
@@ -50,4 +50,11 @@ Deno.test("the stub systems are accepted", () => {
   const o = parseClusterBenchArgs(["--systems", "stub,h2stub"]);
   if (o === "help") throw new Error("help");
   deepEqual(o.systems, ["stub", "h2stub"]);
+});
+
+Deno.test("concordkv@DIR names another checkout for an A/B run", () => {
+  deepEqual(systemKind("concordkv@/tmp/base/"), { kind: "concordkv", tree: "/tmp/base" });
+  deepEqual(systemKind("etcd"), { kind: "etcd" });
+  throws(() => systemKind("redis"), /unknown system/);
+  throws(() => parseClusterBenchArgs(["--systems", "etcd,etcd"]), /twice/);
 });

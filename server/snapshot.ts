@@ -82,32 +82,71 @@ export async function* snapshotChunks(
   if (size > 0) yield flush();
 }
 
-/** Reads a `.snap` file's pairs (throws on a malformed file). */
-export function* readSnapshotFile(path: string): Iterable<SnapKeyValue> {
-  const buf = Deno.readFileSync(path);
-  let p = 0;
-  const varint = (): number => {
-    let n = 0;
-    let mul = 1;
-    for (let i = 0; i < 8; i++) {
-      const b = buf[p++];
-      if (b === undefined) throw new Error(`snapshot file ${path}: truncated at ${p}`);
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return n;
-      mul *= 128;
+/**
+ * Reads a `.snap` file's pairs (throws on a malformed file), streaming: memory stays around one
+ * read buffer plus the largest record, whatever the file size.
+ */
+export function* readSnapshotFile(
+  path: string,
+  bufBytes = 4 * 1024 * 1024,
+): Iterable<SnapKeyValue> {
+  const f = Deno.openSync(path, { read: true });
+  try {
+    let buf = new Uint8Array(bufBytes);
+    let start = 0; // first unread byte in buf
+    let end = 0; // end of valid data in buf
+    let eof = false;
+    let offset = 0; // file offset of buf[0], for messages
+    /** Makes at least `n` bytes available from `start`; false at a clean end of file. */
+    const need = (n: number): boolean => {
+      while (end - start < n) {
+        if (eof) return false;
+        if (start > 0) {
+          buf.copyWithin(0, start, end);
+          offset += start;
+          end -= start;
+          start = 0;
+        }
+        if (buf.length - end < n - (end - start) || end === buf.length) {
+          const bigger = new Uint8Array(Math.max(buf.length * 2, n + bufBytes));
+          bigger.set(buf.subarray(0, end));
+          buf = bigger;
+        }
+        const r = f.readSync(buf.subarray(end));
+        if (r === null || r === 0) eof = true;
+        else end += r;
+      }
+      return true;
+    };
+    const fail = (what: string): never => {
+      throw new Error(`snapshot file ${path}: ${what} at ${offset + start}`);
+    };
+    const varint = (): number => {
+      let n = 0;
+      let mul = 1;
+      for (let i = 0; i < 8; i++) {
+        if (!need(1)) fail("truncated varint");
+        const b = buf[start++]!;
+        n += (b & 0x7f) * mul;
+        if (b < 0x80) return n;
+        mul *= 128;
+      }
+      return fail("bad varint");
+    };
+    for (;;) {
+      if (!need(1)) return;
+      const kl = varint();
+      if (!need(kl)) fail("truncated key");
+      const key = buf.slice(start, start + kl);
+      start += kl;
+      const vl = varint();
+      if (!need(vl)) fail("truncated value");
+      const value = buf.slice(start, start + vl);
+      start += vl;
+      yield { key, value };
     }
-    throw new Error(`snapshot file ${path}: bad varint at ${p}`);
-  };
-  while (p < buf.length) {
-    const kl = varint();
-    if (p + kl > buf.length) throw new Error(`snapshot file ${path}: truncated key at ${p}`);
-    const key = buf.subarray(p, p + kl);
-    p += kl;
-    const vl = varint();
-    if (p + vl > buf.length) throw new Error(`snapshot file ${path}: truncated value at ${p}`);
-    const value = buf.subarray(p, p + vl);
-    p += vl;
-    yield { key, value };
+  } finally {
+    f.close();
   }
 }
 
