@@ -33,6 +33,7 @@ Options:
   --quick              short runs, base case only (under ~2 minutes)
   --duration S         measured seconds per run (default 5, quick 2)
   --warmup S           warm-up seconds per run (default 1, quick 0.5)
+  --ops N              measure a fixed number of operations per run instead of --duration
   --systems LIST       systems in run order (default concordkv,etcd); also "stub", an
                        in-memory grpc-js KVStore (no Raft, no disk: the grpc-js ceiling),
                        "h2stub", the same over raw HTTP/2 with coalesced writes, and
@@ -41,6 +42,8 @@ Options:
   --concurrency LIST   concurrent clients (default 1,16,64,256)
   --workloads LIST     of put,get,get-ser,mixed (default all)
   --no-variants        skip the 4 KiB-value and 100k-key runs (implied by --quick)
+  --interleave         start all systems first, then run each step on all of them back to
+                       back (fairer ratios on a machine shared with other work)
   --target T           leader (default: every channel to the leader) or all (spread over nodes)
   --channels N         grpc channels (connections) per endpoint (default 4)
   --workers N          Web Workers running the load (default 0: the main thread)
@@ -53,11 +56,15 @@ export interface ClusterBenchOptions {
   quick: boolean;
   durationS: number;
   warmupS: number;
+  /** Fixed measured operations per run (instead of `durationS`). */
+  ops?: number;
   /** System labels in run order: a {@linkcode SystemName}, or `concordkv@DIR`. */
   systems: string[];
   concurrency: number[];
   workloads: Workload[];
   variants: boolean;
+  /** Run each step on every system back to back instead of one system after the other. */
+  interleave: boolean;
   target: "leader" | "all";
   channels: number;
   workers: number;
@@ -87,10 +94,12 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
       quick: { type: "boolean", default: false },
       duration: { type: "string" },
       warmup: { type: "string" },
+      ops: { type: "string" },
       systems: { type: "string", default: "concordkv,etcd" },
       concurrency: { type: "string", default: "1,16,64,256" },
       workloads: { type: "string", default: WORKLOADS.join(",") },
       "no-variants": { type: "boolean", default: false },
+      interleave: { type: "boolean", default: false },
       target: { type: "string", default: "leader" },
       channels: { type: "string", default: "4" },
       workers: { type: "string", default: "0" },
@@ -123,10 +132,12 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
     quick,
     durationS: positive(values.duration ?? (quick ? "2" : "5"), "--duration"),
     warmupS: positive(values.warmup ?? (quick ? "0.5" : "1"), "--warmup"),
+    ops: values.ops === undefined ? undefined : Math.max(1, positive(values.ops, "--ops", true)),
     systems,
     concurrency,
     workloads: workloads as Workload[],
     variants: !quick && !values["no-variants"],
+    interleave: values.interleave!,
     target: values.target,
     channels: Math.max(1, positive(values.channels!, "--channels", true)),
     workers: positive(values.workers!, "--workers", true),
@@ -234,96 +245,181 @@ function fmtRun(
     `${other > 0.25 ? " (NOISY: other processes used CPU)" : ""}${errs}${miss}`;
 }
 
-/** Runs every step against one system; the cluster is always stopped. */
-export async function benchSystem(
-  system: string,
+/** A started system: its cluster and its connected load client. */
+interface RunningSystem {
+  label: string;
+  cluster: BenchCluster;
+  client: LoadClient;
+  stop: () => Promise<void>;
+}
+
+/** Starts a system's cluster and connects its load client (stopping the cluster on failure). */
+async function startSystem(
+  label: string,
   opts: ClusterBenchOptions,
-  onRow: (row: BenchRow) => void,
   cleanup: Set<() => Promise<void>>,
-): Promise<void> {
-  say(`${system}: starting ${system.endsWith("stub") ? "the stub server" : "a 3-node cluster"}`);
+): Promise<RunningSystem> {
+  say(`${label}: starting ${label.endsWith("stub") ? "the stub server" : "a 3-node cluster"}`);
   const t0 = performance.now();
-  const cluster = await startCluster(system, opts);
+  const cluster = await startCluster(label, opts);
   const stop = () => cluster.stop();
   cleanup.add(stop);
-  let client: LoadClient | undefined;
   try {
     say(
-      `${system}: leader ${cluster.leader} (ready in ${
+      `${label}: leader ${cluster.leader} (ready in ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s)`,
     );
     const endpoints = opts.target === "leader" ? [cluster.leader] : cluster.endpoints;
-    client = await LoadClient.connect({
-      system: systemKind(system).kind,
+    const client = await LoadClient.connect({
+      system: systemKind(label).kind,
       adapter: { endpoints, channelsPerEndpoint: opts.channels },
       workers: opts.workers,
     });
-    for (const step of planSteps(opts)) {
-      const spec: LoadSpec = {
-        ...step.spec,
-        warmupMs: step.measured ? opts.warmupS * 1000 : 0,
-        durationMs: opts.durationS * 1000,
-      };
-      // Leader first, as in cluster.endpoints.
-      const pids = [
-        cluster.leaderProcess,
-        ...cluster.processes.filter((p) => p !== cluster.leaderProcess),
-      ].map((p) => p.pid);
-      const cpuBefore = await cpuSnapshot(pids);
-      const cpu0 = process.cpuUsage();
-      const w0 = performance.now();
-      const r = await client.run(spec);
-      const wall = (performance.now() - w0) / 1000;
-      const cpu = process.cpuUsage(cpu0);
-      const cpuAfter = await cpuSnapshot(pids);
-      const clientCores = (cpu.user + cpu.system) / 1e6 / wall;
-      const serverCores = pids.map((_, i) => (cpuAfter.procs[i]! - cpuBefore.procs[i]!) / wall);
-      // Whatever else ran on the machine meanwhile (another benchmark, a test suite): noise.
-      const machineCores = (cpuAfter.machineBusy - cpuBefore.machineBusy) / wall;
-      const otherCores = Math.max(
-        0,
-        machineCores - clientCores - serverCores.reduce((a, b) => a + (b || 0), 0),
-      );
-      if (!step.measured) {
-        say(
-          `  ${system} preload ${spec.keys} keys × ${spec.valueSize} B: ${
-            Math.round(r.throughput)
-          } puts/s${r.errors > 0 ? `, ${r.errors} retried errors` : ""}`,
-        );
-        continue;
-      }
-      say(fmtRun(system, spec, r, clientCores, serverCores, otherCores));
-      onRow({
-        system,
-        workload: spec.workload,
-        keys: spec.keys,
-        valueSize: spec.valueSize,
-        concurrency: spec.concurrency,
-        throughput: r.throughput,
-        ops: r.ops,
-        errors: r.errors,
-        errorKinds: r.errorKinds,
-        latencyMs: r.latencyMs,
-        seconds: r.seconds,
-        misses: r.misses,
-        clientCores: Math.round(clientCores * 100) / 100,
-        serverCores: serverCores.map((c) => Math.round(c * 100) / 100),
-        otherCores: Math.round(otherCores * 100) / 100,
-      });
-    }
-  } finally {
-    await client?.close();
-    say(`${system}: stopping the cluster`);
+    return { label, cluster, client, stop };
+  } catch (e) {
     await stop();
     cleanup.delete(stop);
+    throw e;
   }
-  const { kind, tree } = systemKind(system);
+}
+
+/** Closes the client, stops the cluster, and summarizes the leader's profile if one was taken. */
+async function stopSystem(
+  s: RunningSystem,
+  opts: ClusterBenchOptions,
+  cleanup: Set<() => Promise<void>>,
+): Promise<void> {
+  try {
+    await s.client.close();
+  } finally {
+    say(`${s.label}: stopping the cluster`);
+    await s.stop();
+    cleanup.delete(s.stop);
+  }
+  const { kind, tree } = systemKind(s.label);
   if (kind === "concordkv" && opts.profileDir !== undefined) {
     const dir = tree === undefined
       ? opts.profileDir
-      : `${opts.profileDir}/${system.replace(/\W+/g, "_")}`;
-    await summarizeLeaderProfile(dir, cluster.leaderProcess.name);
+      : `${opts.profileDir}/${s.label.replace(/\W+/g, "_")}`;
+    await summarizeLeaderProfile(dir, s.cluster.leaderProcess.name);
+  }
+}
+
+/** Runs one step against a started system; returns its row (undefined for a preload). */
+async function runStep(
+  s: RunningSystem,
+  step: Step,
+  opts: ClusterBenchOptions,
+): Promise<BenchRow | undefined> {
+  const { label: system, cluster, client } = s;
+  const spec: LoadSpec = {
+    ...step.spec,
+    warmupMs: step.measured ? opts.warmupS * 1000 : 0,
+    durationMs: opts.durationS * 1000,
+    ops: step.measured ? opts.ops : undefined,
+  };
+  // Leader first, as in cluster.endpoints.
+  const pids = [
+    cluster.leaderProcess,
+    ...cluster.processes.filter((p) => p !== cluster.leaderProcess),
+  ].map((p) => p.pid);
+  const cpuBefore = await cpuSnapshot(pids);
+  const cpu0 = process.cpuUsage();
+  const w0 = performance.now();
+  const r = await client.run(spec);
+  const wall = (performance.now() - w0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const cpuAfter = await cpuSnapshot(pids);
+  const clientCores = (cpu.user + cpu.system) / 1e6 / wall;
+  const serverCores = pids.map((_, i) => (cpuAfter.procs[i]! - cpuBefore.procs[i]!) / wall);
+  // Whatever else ran on the machine meanwhile (another benchmark, a test suite): noise.
+  const machineCores = (cpuAfter.machineBusy - cpuBefore.machineBusy) / wall;
+  const otherCores = Math.max(
+    0,
+    machineCores - clientCores - serverCores.reduce((a, b) => a + (b || 0), 0),
+  );
+  if (!step.measured) {
+    say(
+      `  ${system} preload ${spec.keys} keys × ${spec.valueSize} B: ${
+        Math.round(r.throughput)
+      } puts/s${r.errors > 0 ? `, ${r.errors} retried errors` : ""}`,
+    );
+    return undefined;
+  }
+  say(fmtRun(system, spec, r, clientCores, serverCores, otherCores));
+  return {
+    system,
+    workload: spec.workload,
+    keys: spec.keys,
+    valueSize: spec.valueSize,
+    concurrency: spec.concurrency,
+    throughput: r.throughput,
+    ops: r.ops,
+    errors: r.errors,
+    errorKinds: r.errorKinds,
+    latencyMs: r.latencyMs,
+    seconds: r.seconds,
+    misses: r.misses,
+    clientCores: Math.round(clientCores * 100) / 100,
+    serverCores: serverCores.map((c) => Math.round(c * 100) / 100),
+    otherCores: Math.round(otherCores * 100) / 100,
+  };
+}
+
+/** Runs every step against one system; the cluster is always stopped. */
+export async function benchSystem(
+  label: string,
+  opts: ClusterBenchOptions,
+  onRow: (row: BenchRow) => void,
+  cleanup: Set<() => Promise<void>>,
+): Promise<void> {
+  const s = await startSystem(label, opts, cleanup);
+  try {
+    for (const step of planSteps(opts)) {
+      const row = await runStep(s, step, opts);
+      if (row !== undefined) onRow(row);
+    }
+  } finally {
+    await stopSystem(s, opts, cleanup);
+  }
+}
+
+/**
+ * `--interleave`: starts every system first, then runs each step against all of them back to
+ * back (alternating which goes first), so that a noisy machine hits every system alike. A system
+ * that fails is reported and dropped; the others go on. Every cluster is always stopped.
+ */
+export async function benchInterleaved(
+  labels: string[],
+  opts: ClusterBenchOptions,
+  onRow: (row: BenchRow) => void,
+  onFailure: (label: string, e: unknown) => void,
+  cleanup: Set<() => Promise<void>>,
+): Promise<void> {
+  let running: RunningSystem[] = [];
+  try {
+    for (const label of labels) {
+      try {
+        running.push(await startSystem(label, opts, cleanup));
+      } catch (e) {
+        onFailure(label, e);
+      }
+    }
+    for (const [i, step] of planSteps(opts).entries()) {
+      for (const s of i % 2 === 0 ? [...running] : [...running].reverse()) {
+        try {
+          const row = await runStep(s, step, opts);
+          if (row !== undefined) onRow(row);
+        } catch (e) {
+          onFailure(s.label, e);
+          running = running.filter((x) => x !== s);
+          await stopSystem(s, opts, cleanup).catch(() => {});
+        }
+      }
+    }
+  } finally {
+    for (const s of running) await stopSystem(s, opts, cleanup).catch(() => {});
   }
 }
 
@@ -415,13 +511,26 @@ export async function main(args: string[]): Promise<number> {
   };
   const started = performance.now();
   try {
-    for (const system of opts.systems) {
-      try {
-        await benchSystem(system, opts, (row) => report.rows.push(row), cleanup);
-      } catch (e) {
-        const message = e instanceof Error ? e.message : String(e);
-        say(`${system}: FAILED: ${message}`);
-        report.failures.push({ system, message });
+    const onFailure = (system: string, e: unknown) => {
+      const message = e instanceof Error ? e.message : String(e);
+      say(`${system}: FAILED: ${message}`);
+      report.failures.push({ system, message });
+    };
+    if (opts.interleave) {
+      await benchInterleaved(
+        opts.systems,
+        opts,
+        (row) => report.rows.push(row),
+        onFailure,
+        cleanup,
+      );
+    } else {
+      for (const system of opts.systems) {
+        try {
+          await benchSystem(system, opts, (row) => report.rows.push(row), cleanup);
+        } catch (e) {
+          onFailure(system, e);
+        }
       }
     }
   } finally {
@@ -434,7 +543,9 @@ export async function main(args: string[]): Promise<number> {
   const header = `Cluster benchmark ${report.startedAt} — 3 nodes each on loopback, ` +
     `${report.machine.cpus} CPUs, Deno ${report.machine.deno}` +
     (report.machine.etcd ? `, etcd ${report.machine.etcd}` : "") +
-    `; ${opts.durationS} s per run after ${opts.warmupS} s warm-up; clients → ${opts.target}, ` +
+    `; ${opts.ops === undefined ? `${opts.durationS} s` : `${opts.ops} ops`} per run after ` +
+    `${opts.warmupS} s warm-up${opts.interleave ? ", systems interleaved" : ""}; ` +
+    `clients → ${opts.target}, ` +
     `${opts.channels} channels/endpoint`;
   console.log(`\n${header}\n\n${table}\n`);
   const svg = renderSvg(report.rows, {

@@ -9,6 +9,15 @@ Deno.test("cluster bench defaults: both systems, four concurrencies, variants on
   equal(o.durationS, 5);
   equal(o.variants, true);
   equal(o.target, "leader");
+  equal(o.interleave, false);
+  equal(o.ops, undefined);
+});
+
+Deno.test("--interleave and --ops are parsed", () => {
+  const o = parseClusterBenchArgs(["--interleave", "--ops", "500"]);
+  if (o === "help") throw new Error("help");
+  equal(o.interleave, true);
+  equal(o.ops, 500);
 });
 
 Deno.test("--quick shortens runs and drops the variants", () => {

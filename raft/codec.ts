@@ -329,7 +329,7 @@ export function decodeMessages(buf: Uint8Array): Message[] {
   return _wrap(() => {
     const r = new _Reader(buf);
     r.version();
-    const n = r.count(14);
+    const n = r.count(12); // the smallest message is 12 bytes
     const out: Message[] = new Array(n);
     for (let i = 0; i < n; i++) out[i] = _readMessage(r);
     r.end();

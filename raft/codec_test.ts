@@ -118,3 +118,24 @@ Deno.test("codec: every truncation and random corruption throws CodecError or de
   const huge = new Uint8Array([1, 0xff, 0xff, 0xff, 0xff, 0x0f]);
   assert.throws(() => decodeMessages(huge), CodecError);
 });
+
+Deno.test("codec decodes batches of minimal messages (12 bytes each)", () => {
+  const hb: Message = {
+    type: MessageType.Heartbeat,
+    from: 1,
+    to: 2,
+    term: 1,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    hintTerm: 0,
+    context: new Uint8Array(0),
+  };
+  const msgs = Array.from({ length: 100 }, () => hb);
+  const buf = encodeMessages(msgs);
+  assert.equal(buf.length, 2 + 100 * 12);
+  assert.deepEqual(decodeMessages(buf), msgs);
+});

@@ -296,7 +296,13 @@ export class RaftLogStore implements LogStorage {
     switch (type) {
       case RaftRecordType.Entry: {
         const e = _copyEntry(decodeEntry(p));
-        if (e.index < mem.firstIndex()) return; // compacted
+        if (e.index < mem.firstIndex()) {
+          // Entries at or before the compaction point are never written, so this record
+          // overwrote an entry before the base of the first replayed segment (whose older
+          // segments were deleted after a later compaction). Restart the log at it; the later
+          // Compact record that allowed the deletion restores the true base and its term.
+          mem._reset(e.index - 1, 0, mem.snapshot(), mem.hardState());
+        }
         if (e.index > mem.lastIndex() + 1) {
           throw new LogCorruptionError(path, off, `entry ${e.index} after ${mem.lastIndex()}`);
         }
@@ -453,17 +459,29 @@ export class RaftLogStore implements LogStorage {
    */
   sync(): Promise<void> {
     this.#check();
-    const p = this.#chain.then(() => this.#doSync());
+    // Exactly what is buffered now is written by this sync; later mutations go to the next one.
+    const items = this.#pending;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    let endMark: _RollMark | undefined;
+    if (items.length > 0) {
+      // The state after exactly these records: a segment rolled after them starts from it.
+      const last = this.#mem.lastIndex();
+      endMark = {
+        last,
+        lastTerm: this.#mem.term(last),
+        hs: this.#mem.hardState(),
+        snap: this.#mem.snapshot(),
+      };
+    }
+    const p = this.#chain.then(() => this.#doSync(items, endMark));
     this.#chain = p.catch(() => {});
     return p;
   }
 
-  async #doSync(): Promise<void> {
+  async #doSync(items: (Uint8Array | _RollMark)[], endMark?: _RollMark): Promise<void> {
     if (this.#failed) throw this.#failed;
-    if (this.#pending.length === 0) return;
-    const items = this.#pending;
-    this.#pending = [];
-    this.#pendingBytes = 0;
+    if (items.length === 0 || endMark === undefined) return;
     try {
       let chunks: Uint8Array[] = [];
       let size = 0;
@@ -486,15 +504,7 @@ export class RaftLogStore implements LogStorage {
         }
       }
       await flush();
-      if (this.#fileSize >= this.#segmentBytes) {
-        const last = this.#mem.lastIndex();
-        await this.#roll({
-          last,
-          lastTerm: this.#mem.term(last),
-          hs: this.#mem.hardState(),
-          snap: this.#mem.snapshot(),
-        });
-      }
+      if (this.#fileSize >= this.#segmentBytes) await this.#roll(endMark);
       await this.#dropObsolete();
     } catch (e) {
       // The on-disk state is unknown: refuse further writes (reopen to recover).

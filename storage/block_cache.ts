@@ -28,8 +28,11 @@ export class BlockCache<T extends Sized> {
   /** Lookups that missed. */
   misses = 0;
 
-  /** Creates a cache holding at most `capacity` bytes (0 disables it). */
-  constructor(readonly capacity: number) {}
+  /**
+   * Creates a cache holding at most `capacity` bytes (0 disables it); `onEvict` sees each entry
+   * evicted for space.
+   */
+  constructor(readonly capacity: number, readonly onEvict?: (value: T) => void) {}
 
   /** The cached entry for `key`, marking it most recently used. */
   get(key: number): T | undefined {
@@ -59,6 +62,7 @@ export class BlockCache<T extends Sized> {
       for (const [k, v] of this.#map) {
         this.#map.delete(k);
         this.#used -= v.byteLength;
+        this.onEvict?.(v);
         if (this.#used <= this.capacity) break;
       }
     }

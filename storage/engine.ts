@@ -40,6 +40,7 @@ import {
   type Block,
   bloomHash,
   LevelIterator,
+  recycleBlock,
   Table,
   TableBuilder,
   writeTableFile,
@@ -308,7 +309,7 @@ export class KVEngine {
     this.#l0Trigger = options.l0CompactionTrigger ?? 4;
     this.#l0Stop = Math.max(options.l0StopWrites ?? 12, this.#l0Trigger + 1);
     this.#log = options.log ?? ((m) => console.warn(`concordkv storage: ${m}`));
-    this.#cache = new BlockCache(options.blockCacheBytes ?? 8 * 1024 * 1024);
+    this.#cache = new BlockCache(options.blockCacheBytes ?? 8 * 1024 * 1024, recycleBlock);
     this.#workerMinBytes = options.workerMinBytes ?? 4 * 1024 * 1024;
     this.#useWorker = (options.compactionWorker ?? options.fs === undefined) && _workerAllowed();
   }

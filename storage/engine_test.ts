@@ -320,3 +320,35 @@ Deno.test("a failed WAL write rejects the write and stops the engine", async () 
   fs.failOn(undefined);
   await db.close();
 });
+
+Deno.test("block buffers recycled by point lookups never corrupt a running scan", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open(
+    "/db",
+    memOpts(fs, { blockCacheBytes: 16 * 1024, memtableBytes: 16 * 1024 }),
+  );
+  const key = (i: number) => b(`key-${String(i).padStart(5, "0")}`);
+  for (let i = 0; i < 3000; i += 100) {
+    await db.write(
+      Array.from(
+        { length: 100 },
+        (_, j) => ({ type: "put" as const, key: key(i + j), value: b(`v${i + j}`) }),
+      ),
+    );
+  }
+  await db.compact();
+  let n = 0;
+  for await (const kv of db.scan()) {
+    assert.equal(s(kv.key), s(key(n)));
+    assert.equal(s(kv.value), `v${n}`);
+    for (let j = 0; j < 5; j++) {
+      const r = (n * 7919 + j * 104729) % 3000;
+      assert.equal(s(await db.get(key(r))), `v${r}`);
+    }
+    n++;
+  }
+  assert.equal(n, 3000);
+  const stats = db.stats();
+  assert.ok(stats.cacheMisses > 100, "the cache was too small to hold the table");
+  await db.close();
+});

@@ -122,6 +122,7 @@ class _DenoFile implements StorageFile {
  * ```
  */
 export class DenoFs implements FileSystem {
+  /** Implements {@link FileSystem.openAppend}. */
   async openAppend(path: string, options?: { truncate?: boolean }): Promise<StorageFile> {
     // Writers never read or seek: without truncation, O_APPEND keeps them at the end.
     const file = await Deno.open(
@@ -133,17 +134,21 @@ export class DenoFs implements FileSystem {
     const size = (await file.stat()).size;
     return new _DenoFile(path, file, size);
   }
+  /** Implements {@link FileSystem.openRead}. */
   async openRead(path: string): Promise<StorageFile> {
     const file = await Deno.open(path, { read: true });
     const size = (await file.stat()).size;
     return new _DenoFile(path, file, size);
   }
+  /** Implements {@link FileSystem.readFile}. */
   readFile(path: string): Promise<Uint8Array> {
     return Deno.readFile(path);
   }
+  /** Implements {@link FileSystem.rename}. */
   rename(from: string, to: string): Promise<void> {
     return Deno.rename(from, to);
   }
+  /** Implements {@link FileSystem.remove}. */
   async remove(path: string): Promise<void> {
     try {
       await Deno.remove(path);
@@ -151,14 +156,17 @@ export class DenoFs implements FileSystem {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
+  /** Implements {@link FileSystem.list}. */
   async list(dir: string): Promise<string[]> {
     const out: string[] = [];
     for await (const entry of Deno.readDir(dir)) out.push(entry.name);
     return out;
   }
+  /** Implements {@link FileSystem.mkdir}. */
   async mkdir(dir: string): Promise<void> {
     await Deno.mkdir(dir, { recursive: true });
   }
+  /** Implements {@link FileSystem.syncDir}. */
   async syncDir(dir: string): Promise<void> {
     const f = await Deno.open(dir, { read: true });
     try {
@@ -167,6 +175,7 @@ export class DenoFs implements FileSystem {
       f.close();
     }
   }
+  /** Implements {@link FileSystem.exists}. */
   async exists(path: string): Promise<boolean> {
     try {
       await Deno.stat(path);
@@ -176,6 +185,7 @@ export class DenoFs implements FileSystem {
       throw e;
     }
   }
+  /** Implements {@link FileSystem.tryLock}. */
   async tryLock(path: string): Promise<FileLock | null> {
     const f = await Deno.open(path, { create: true, write: true, read: true });
     const ok = await f.tryLock(true);
@@ -302,6 +312,7 @@ export class MemFs implements FileSystem {
     if (!node) throw new Deno.errors.NotFound(`no such file: ${path}`);
     return node;
   }
+  /** Implements {@link FileSystem.openAppend}. */
   openAppend(path: string, options?: { truncate?: boolean }): Promise<StorageFile> {
     if (!this.#dirs.has(_parent(path))) {
       return Promise.reject(new Deno.errors.NotFound(`no such dir: ${_parent(path)}`));
@@ -313,6 +324,7 @@ export class MemFs implements FileSystem {
     } else if (options?.truncate) node.length = 0;
     return Promise.resolve(new _MemFile(path, node, this));
   }
+  /** Implements {@link FileSystem.openRead}. */
   openRead(path: string): Promise<StorageFile> {
     try {
       return Promise.resolve(new _MemFile(path, this.#get(path), this));
@@ -320,6 +332,7 @@ export class MemFs implements FileSystem {
       return Promise.reject(e);
     }
   }
+  /** Implements {@link FileSystem.readFile}. */
   readFile(path: string): Promise<Uint8Array> {
     try {
       const node = this.#get(path);
@@ -328,6 +341,7 @@ export class MemFs implements FileSystem {
       return Promise.reject(e);
     }
   }
+  /** Implements {@link FileSystem.rename}. */
   rename(from: string, to: string): Promise<void> {
     try {
       const node = this.#get(from);
@@ -338,10 +352,12 @@ export class MemFs implements FileSystem {
       return Promise.reject(e);
     }
   }
+  /** Implements {@link FileSystem.remove}. */
   remove(path: string): Promise<void> {
     this.#live.delete(path);
     return Promise.resolve();
   }
+  /** Implements {@link FileSystem.list}. */
   list(dir: string): Promise<string[]> {
     const out: string[] = [];
     for (const path of this.#live.keys()) {
@@ -349,6 +365,7 @@ export class MemFs implements FileSystem {
     }
     return Promise.resolve(out);
   }
+  /** Implements {@link FileSystem.mkdir}. */
   mkdir(dir: string): Promise<void> {
     let d = dir;
     while (d !== "/" && d !== "") {
@@ -357,6 +374,7 @@ export class MemFs implements FileSystem {
     }
     return Promise.resolve();
   }
+  /** Implements {@link FileSystem.syncDir}. */
   syncDir(dir: string): Promise<void> {
     try {
       this.checkFault("syncDir", dir);
@@ -371,9 +389,11 @@ export class MemFs implements FileSystem {
     }
     return Promise.resolve();
   }
+  /** Implements {@link FileSystem.exists}. */
   exists(path: string): Promise<boolean> {
     return Promise.resolve(this.#live.has(path) || this.#dirs.has(path));
   }
+  /** Implements {@link FileSystem.tryLock}. */
   tryLock(path: string): Promise<FileLock | null> {
     if (this.#locks.has(path)) return Promise.resolve(null);
     this.#locks.add(path);

@@ -43,10 +43,28 @@ const _CRC_DATA = 0x44;
 const _CRC_INDEX = 0x49;
 const _CRC_BLOOM = 0x42;
 
+/** Buffers of evicted, unpinned blocks, reused for the next block reads (fewer allocations). */
+const _blockPool: ArrayBuffer[] = [];
+
+/**
+ * Returns an evicted block's buffer to the pool, unless an iterator may still hold views into
+ * it (`pinned`). Pass as the block cache's `onEvict`.
+ */
+export function recycleBlock(block: Block): void {
+  if (!block.pinned && block.data.byteOffset === 0 && _blockPool.length < 256) {
+    _blockPool.push(block.data.buffer as ArrayBuffer);
+  }
+}
+
 /** A parsed data block. Entries: `varint klen | varint vlen | kind u8 | seq u64 | key | value`. */
 export class Block {
   /** Entry count. */
   readonly count: number;
+  /**
+   * True once anything but a point lookup (an iterator) used the block: its bytes may then be
+   * referenced after eviction, so its buffer is never recycled.
+   */
+  pinned = true;
   readonly #offsets: number;
   /** Creates a view over `data` (the block without its crc). */
   constructor(readonly data: Uint8Array) {
@@ -420,18 +438,29 @@ export class Table {
   }
 
   /** Reads (or finds in the cache) data block `i`. */
-  block(i: number): Block {
+  block(i: number, pin = true): Block {
     const cacheKey = this.number * 0x1000000 + i;
     const cached = this.#cache.get(cacheKey);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) {
+      if (pin) cached.pinned = true;
+      return cached;
+    }
     const offset = this.#index.offsets[i]!;
-    const data = _readChecked(this.#file, offset, this.#index.sizes[i]!, _CRC_DATA, "data block");
+    const data = _readChecked(
+      this.#file,
+      offset,
+      this.#index.sizes[i]!,
+      _CRC_DATA,
+      "data block",
+      true,
+    );
     let block: Block;
     try {
       block = new Block(data);
     } catch {
       throw new CorruptionError("bad data block", { file: this.#file.path, offset });
     }
+    block.pinned = pin;
     this.#cache.set(cacheKey, block);
     return block;
   }
@@ -462,7 +491,7 @@ export class Table {
     if (!bloomMayContain(this.#bloom, hash)) return undefined;
     const bi = this.findBlock(key, seq);
     if (bi >= this.#index.keys.length) return undefined;
-    const block = this.block(bi);
+    const block = this.block(bi, false); // nothing outlives this call: the buffer may be recycled
     const i = block.lowerBound(key, seq);
     if (i >= block.count) return undefined;
     const e = this.#scratch;
@@ -501,8 +530,13 @@ function _readChecked(
   size: number,
   domain: number,
   what: string,
+  pooled = false,
 ): Uint8Array {
-  const buf = new Uint8Array(size + 4);
+  let buf: Uint8Array;
+  const spare = pooled ? _blockPool.pop() : undefined;
+  if (spare !== undefined && spare.byteLength >= size + 4) buf = new Uint8Array(spare, 0, size + 4);
+  else if (pooled) buf = new Uint8Array(new ArrayBuffer(Math.max(size + 4, 4608)), 0, size + 4);
+  else buf = new Uint8Array(size + 4);
   const n = file.readAt(buf, offset);
   if (n !== buf.length) throw new CorruptionError(`truncated ${what}`, { file: file.path, offset });
   const data = buf.subarray(0, size);

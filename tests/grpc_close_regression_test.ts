@@ -83,7 +83,10 @@ Deno.test("grpc server survives a client that made 1,000 calls and closed", asyn
 
     // The crash happens shortly after the close; a fresh client must still be answered, and
     // keep being answered for a while after the first connection is gone.
-    const second = new pkg.kvstore.KVStore(address, grpc.credentials.createInsecure()) as PingClient;
+    const second = new pkg.kvstore.KVStore(
+      address,
+      grpc.credentials.createInsecure(),
+    ) as PingClient;
     try {
       for (let i = 0; i < 50; i++) {
         equal(await ping(second, `again ${i}`), `pong again ${i}`);

@@ -42,8 +42,16 @@ Deno.test("chaos: kill -9 and restart (leader and random nodes) stays linearizab
   assert.ok(r.ok > 100, `only ${r.ok} ok ops`);
 });
 
-Deno.test("chaos: SIGSTOP/SIGCONT pauses stay linearizable", async () => {
-  const r = await chaos({ ...common, durationMs: 20_000, seed: 202, faults: ["pause"] });
+Deno.test("chaos: SIGSTOP/SIGCONT pauses stay linearizable, with retried writes", async () => {
+  // Retries resend a timed-out write (same client id and sequence number) to another node:
+  // the cluster must apply it at most once.
+  const r = await chaos({
+    ...common,
+    durationMs: 20_000,
+    seed: 202,
+    faults: ["pause"],
+    retries: 2,
+  });
   assert.equal(r.linearizable, "yes", r.reason ?? "not linearizable");
   assert.ok(r.faults >= 2, `only ${r.faults} faults`);
   assert.ok(r.ok > 100, `only ${r.ok} ok ops`);

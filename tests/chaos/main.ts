@@ -35,7 +35,8 @@ Options:
   --nemesis LIST           faults, comma-separated: kill,pause,partition (default all; "none")
   --nodes N                3 or 5 (default 3)
   --unsafe-local-reads     nodes answer reads locally (self-test: must report "no")
-  --out DIR                history, node logs, violation timeline (default data/chaos/<seed>-<time>)
+  --out DIR                history, node logs, violation timeline, under data/ or /tmp
+                           (default data/chaos/<seed>-<time>)
   --clients N              concurrent clients (default 10)
   --keys N                 keys per 30 s generation (default 3)
   --retries N              retry a failed operation N times on other nodes, with the same

@@ -4,7 +4,8 @@
  * Every fault and heal is logged with its time as a history event.
  *
  * Faults:
- * - `kill`: `kill -9` of the leader or of a random node; restarted after a while (same data).
+ * - `kill`: `kill -9` of the leader or of a random node (sometimes of a majority, or of every
+ *   node, at once); restarted after a while with the same data.
  * - `pause`: SIGSTOP of the leader or of a random node for longer than the election timeout,
  *   then SIGCONT.
  * - `partition` (through the peer-link proxies): majority/minority (the leader on either side),
@@ -110,6 +111,24 @@ export class Nemesis {
     const [hLo, hHi] = this.#o.holdMs ?? [1500, 4000];
     switch (kind) {
       case "kill": {
+        const roll = rng.next();
+        if (roll < 0.2) {
+          // Crash a majority, or every node, at once: restarts must recover from their own
+          // logs (no surviving quorum keeps the state in memory).
+          const all = roll < 0.1;
+          const victims = all
+            ? cluster.ids
+            : rng.shuffle(cluster.ids).slice(0, Math.floor(cluster.ids.length / 2) + 1).sort();
+          this.faults++;
+          this.#event("fault", `kill -9 ${all ? "all nodes" : `nodes ${victims.join(",")}`}`);
+          for (const id of victims) {
+            this.#down.add(id);
+            cluster.node(id).kill("SIGKILL");
+          }
+          await Promise.all(victims.map((id) => cluster.node(id).wait()));
+          await _sleep(rng.range(300, hHi), signal);
+          break;
+        }
         const t = await this.#target();
         const node = cluster.node(t.id);
         this.faults++;

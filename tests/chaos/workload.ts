@@ -2,12 +2,13 @@
  * The chaos workload: concurrent clients running put / get / delete / compare-and-swap on a few
  * keys with unique values, every operation recorded in a {@linkcode History}.
  *
- * Each client runs one operation at a time, each a single RPC with a deadline (no retries), sent
- * to the leader it believes in (writes, mostly) or to a random node (reads, and some writes, so
- * forwarding and follower reads are exercised). Outcomes:
+ * Each client runs one operation at a time, each a single RPC with a deadline (unless `retries`
+ * asks to resend a failed one, unchanged, to another node), sent to the leader it believes in
+ * (writes, mostly) or to a random node (reads, and some writes, so forwarding and follower reads
+ * are exercised). Outcomes:
  * - a reply → `ok` (a compare-and-swap whose comparison failed is `ok` with `success: false`);
- * - an error → reads: `fail` (a read has no effect either way); writes: as
- *   {@linkcode classifyWriteError} says (`fail` only when certainly not applied, else `unknown`).
+ * - errors only → reads: `fail` (a read has no effect either way); writes: `unknown` if any
+ *   attempt may have been applied ({@linkcode classifyWriteError}), else `fail`.
  *
  * Keys rotate every `keyGenerationMs` (`k<generation>-<slot>`), keeping each key's history short
  * enough for the checker even in long runs.
@@ -132,7 +133,9 @@ async function _clientLoop(
         else if (op.current !== undefined) known.set(key, op.current);
       }
     }
-    if (opts.thinkMs) await new Promise((r) => setTimeout(r, opts.thinkMs));
+    // Back off a little after an error, so a client does not spin on a dead node.
+    const pause = (opts.thinkMs ?? 0) + (op.outcome === "ok" ? 0 : 50);
+    if (pause > 0) await new Promise((r) => setTimeout(r, pause));
   }
 }
 
