@@ -335,7 +335,22 @@ export class RaftDriver {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiters.delete(reqId);
-        reject(this.#unavailable("timed out waiting for the write to commit"));
+        const at = this.#pending.indexOf(cmd);
+        if (at >= 0) {
+          // Never proposed: certainly not applied, so the client may retry anywhere.
+          this.#pending.splice(at, 1);
+          reject(this.#unavailable("timed out waiting for a leader to propose the write"));
+        } else {
+          // Proposed or forwarded: it may still commit. UNAVAILABLE would tell the client it is
+          // safe to retry without its (client id, seq), which could apply the write twice.
+          reject(
+            new DriverError(
+              "timeout",
+              "timed out waiting for the write to commit (it may still be applied)",
+              this.#leader,
+            ),
+          );
+        }
       }, timeoutMs);
       this.#waiters.set(reqId, { resolve, reject, timer, cmd });
       this.#pending.push(cmd);

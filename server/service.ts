@@ -151,6 +151,8 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
         ? grpc.status.RESOURCE_EXHAUSTED
         : e.kind === "failed_precondition"
         ? grpc.status.FAILED_PRECONDITION
+        : e.kind === "timeout"
+        ? grpc.status.DEADLINE_EXCEEDED
         : grpc.status.UNAVAILABLE;
     } else if (e instanceof Error && e.name === "InvalidArgumentError") {
       code = grpc.status.INVALID_ARGUMENT;
