@@ -73,31 +73,6 @@ function _msgBytes(m: Message): number {
   return n;
 }
 
-/**
- * raft/codec.ts `decodeMessages` demands ≥ 14 bytes per message, but a minimal message encodes
- * to 12: a frame of only tiny messages would be refused. Until that is fixed, such a frame gets
- * one padding message (type `Unreachable`, local-only, dropped by the receiver) that makes the
- * frame long enough.
- */
-function _encodeFrame(batch: Message[], from: number, to: number): Uint8Array {
-  const buf = encodeMessages(batch);
-  if (buf.length >= 14 * batch.length + 6) return buf;
-  return encodeMessages([...batch, {
-    type: MessageType.Unreachable,
-    from,
-    to,
-    term: 0,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    hintTerm: 0,
-    context: new Uint8Array(14 * (batch.length + 1)),
-  }]);
-}
-
 type Duplex = grpc.ClientDuplexStream<PeerFrame, PeerFrame>;
 
 class _Peer {
@@ -247,7 +222,7 @@ class _Peer {
       this.#queueBytes -= bytes;
       const frame: PeerFrame = {
         header: { cluster_id: this.#t.clusterId, from: this.#t.id, to: this.id },
-        payload: _encodeFrame(batch, this.#t.id, this.id),
+        payload: encodeMessages(batch),
       };
       let ok: boolean;
       try {
@@ -433,7 +408,7 @@ export class Transport {
       }
       const good: Message[] = [];
       for (const m of msgs) {
-        if (m.type === MessageType.Unreachable) continue; // frame padding (see _encodeFrame)
+        if (m.type === MessageType.Unreachable) continue; // local-only, never valid on the wire
         if (m.from !== from || (m.to !== this.opts.id)) {
           this.#reject(
             `msg-${from}`,
