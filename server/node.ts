@@ -39,7 +39,13 @@ import {
   type StatusResponse,
 } from "./proto.ts";
 import { RaftDriver } from "./raft_driver.ts";
-import { kvstoreHandlers, MAX_KEY_BYTES, MAX_VALUE_BYTES, RpcError } from "./service.ts";
+import {
+  kvstoreHandlers,
+  MAX_KEY_BYTES,
+  MAX_VALUE_BYTES,
+  RpcError,
+  tolerantService,
+} from "./service.ts";
 import { readSnapshotFile, sendSnapshot, snapPath, SnapshotReceiver } from "./snapshot.ts";
 import { StateMachine } from "./state_machine.ts";
 import { CHANNEL_OPTIONS, Transport } from "./transport.ts";
@@ -404,7 +410,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     "grpc.http2.min_ping_interval_without_data_ms": 1000,
   });
   server.addService(
-    kvstorePackage().KVStore.service,
+    tolerantService(kvstorePackage().KVStore.service),
     kvstoreHandlers({
       id: opts.id,
       driver,

@@ -137,6 +137,41 @@ function _timeoutMs(call: AnyCall): number {
 }
 
 /** Builds the `kvstore.KVStore` implementation over a node. */
+const _MALFORMED = Symbol("malformed request");
+
+function _malformedReason(request: unknown): string | undefined {
+  if (typeof request !== "object" || request === null) return undefined;
+  return (request as { [_MALFORMED]?: string })[_MALFORMED];
+}
+
+/**
+ * Wraps a service definition so that a request whose bytes do not decode reaches the handler as
+ * a marker (answered `INVALID_ARGUMENT` by {@linkcode kvstoreHandlers}) instead of grpc-js's
+ * `INTERNAL` "Error deserializing request".
+ *
+ * @example
+ * ```ts
+ * server.addService(tolerantService(kvstorePackage().KVStore.service), kvstoreHandlers(ctx));
+ * ```
+ */
+export function tolerantService(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, method] of Object.entries(def)) {
+    const decode = method.requestDeserialize;
+    out[name] = {
+      ...method,
+      requestDeserialize: (buf: Buffer) => {
+        try {
+          return decode(buf);
+        } catch (e) {
+          return { [_MALFORMED]: e instanceof Error ? e.message : String(e) };
+        }
+      },
+    };
+  }
+  return out;
+}
+
 export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const fail = (e: unknown): grpc.ServiceError => {
     let code = grpc.status.INTERNAL;
@@ -172,6 +207,11 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
   // deno-lint-ignore no-explicit-any
   const unary = <Req, Res>(fn: (req: Req, call: AnyCall) => Promise<Res> | Res): any => {
     return (call: AnyCall, cb: grpc.sendUnaryData<Res>) => {
+      const malformed = _malformedReason(call.request);
+      if (malformed !== undefined) {
+        cb(fail(new RpcError(grpc.status.INVALID_ARGUMENT, `malformed request: ${malformed}`)));
+        return;
+      }
       let p: Promise<Res>;
       try {
         p = Promise.resolve(fn(call.request as Req, call));
