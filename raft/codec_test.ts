@@ -13,7 +13,7 @@ import {
 } from "./codec.ts";
 import { CodecError } from "./errors.ts";
 import { mulberry32 } from "./testing.ts";
-import { EntryType, type Message, MessageType } from "./types.ts";
+import { EntryType, type Message, MessageType, newMessage } from "./types.ts";
 
 const enc = new TextEncoder();
 
@@ -120,20 +120,7 @@ Deno.test("codec: every truncation and random corruption throws CodecError or de
 });
 
 Deno.test("codec decodes batches of minimal messages (12 bytes each)", () => {
-  const hb: Message = {
-    type: MessageType.Heartbeat,
-    from: 1,
-    to: 2,
-    term: 1,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    hintTerm: 0,
-    context: new Uint8Array(0),
-  };
+  const hb = newMessage(MessageType.Heartbeat, { from: 1, to: 2, term: 1 });
   const msgs = Array.from({ length: 100 }, () => hb);
   const buf = encodeMessages(msgs);
   assert.equal(buf.length, 2 + 100 * 12);

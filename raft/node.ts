@@ -44,6 +44,7 @@ import {
   type HardState,
   type Message,
   MessageType,
+  newMessage,
   type NodeId,
   NONE,
   type ProgressStatus,
@@ -111,21 +112,7 @@ function _bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 const EMPTY = new Uint8Array(0);
 
 function _msg(type: MessageType, to: NodeId, fields: Partial<Message> = {}): Message {
-  return {
-    type,
-    from: NONE,
-    to,
-    term: 0,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    hintTerm: 0,
-    context: EMPTY,
-    ...fields,
-  };
+  return newMessage(type, { to, ...fields });
 }
 
 /**

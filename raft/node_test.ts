@@ -4,7 +4,7 @@ import { RaftLogStore } from "./log_store.ts";
 import { MemoryStorage } from "./memory_storage.ts";
 import { RaftNode } from "./node.ts";
 import { mulberry32, TestNetwork } from "./testing.ts";
-import { type Entry, EntryType, MessageType } from "./types.ts";
+import { type Entry, EntryType, MessageType, newMessage } from "./types.ts";
 
 const enc = new TextEncoder();
 
@@ -70,20 +70,7 @@ Deno.test("vote rules: one vote per term, and only for an up-to-date log", () =>
   s.setHardState({ term: 2, vote: 0, commit: 0 });
   const n = new RaftNode({ id: 1, storage: s, random: mulberry32(3), preVote: false });
   const vote = (from: number, term: number, index: number, logTerm: number) => {
-    n.step({
-      type: MessageType.Vote,
-      from,
-      to: 1,
-      term,
-      logTerm,
-      index,
-      entries: [],
-      commit: 0,
-      reject: false,
-      rejectHint: 0,
-      hintTerm: 0,
-      context: new Uint8Array(0),
-    });
+    n.step(newMessage(MessageType.Vote, { from, to: 1, term, logTerm, index }));
     const rd = n.ready();
     n.advance(rd);
     const resp = rd.messages.find((m) => m.type === MessageType.VoteResp)!;

@@ -5,7 +5,14 @@
 import assert from "node:assert/strict";
 import { MemoryStorage } from "./memory_storage.ts";
 import { TestNetwork } from "./testing.ts";
-import { type Entry, EntryType, type Message, MessageType, type NodeId } from "./types.ts";
+import {
+  type Entry,
+  EntryType,
+  type Message,
+  MessageType,
+  newMessage,
+  type NodeId,
+} from "./types.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -33,21 +40,7 @@ function logTerms(net: TestNetwork, id: NodeId): number[] {
 }
 
 function msg(type: Message["type"], from: NodeId, to: NodeId, fields: Partial<Message>): Message {
-  return {
-    type,
-    from,
-    to,
-    term: 0,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    hintTerm: 0,
-    context: new Uint8Array(0),
-    ...fields,
-  };
+  return newMessage(type, { from, to, ...fields });
 }
 
 Deno.test("Figure 7: every divergent follower log converges to the new leader's", () => {

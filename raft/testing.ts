@@ -13,6 +13,7 @@ import {
   EntryType,
   type Message,
   MessageType,
+  newMessage,
   type NodeId,
   type ReadState,
 } from "./types.ts";
@@ -159,20 +160,7 @@ export class TestNetwork {
   /** Ticks `id` until it starts an election, then settles. */
   campaign(id: NodeId): void {
     this.settle(); // apply pending (e.g. bootstrap) conf changes first
-    this.node(id).step({
-      type: MessageType.Hup,
-      from: id,
-      to: id,
-      term: 0,
-      logTerm: 0,
-      index: 0,
-      entries: [],
-      commit: 0,
-      reject: false,
-      rejectHint: 0,
-      hintTerm: 0,
-      context: new Uint8Array(0),
-    });
+    this.node(id).step(newMessage(MessageType.Hup, { from: id, to: id }));
     this.settle();
   }
 

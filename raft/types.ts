@@ -119,6 +119,35 @@ export interface Message {
   snapshot?: Snapshot;
 }
 
+/**
+ * A message of `type` with every other field zero or empty, then `fields` applied.
+ *
+ * @example
+ * ```ts
+ * const hup = newMessage(MessageType.Hup, { from: 1, to: 1 });
+ * console.log(hup.term, hup.entries.length); // 0 0
+ * ```
+ */
+export function newMessage(type: MessageType, fields: Partial<Message> = {}): Message {
+  return {
+    type,
+    from: NONE,
+    to: NONE,
+    term: 0,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    hintTerm: 0,
+    context: _EMPTY,
+    ...fields,
+  };
+}
+
+const _EMPTY = new Uint8Array(0);
+
 /** A role of the node. */
 export type Role = "follower" | "candidate" | "precandidate" | "leader";
 

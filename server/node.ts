@@ -18,7 +18,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { RaftLogStore } from "../raft/log_store.ts";
 import { RaftNode } from "../raft/node.ts";
-import { type ConfChange, type Message, MessageType, NONE } from "../raft/types.ts";
+import { type ConfChange, type Message, MessageType, newMessage, NONE } from "../raft/types.ts";
 import { KVEngine } from "../storage/mod.ts";
 import { deriveClusterId, ensureClusterId, readClusterId, writeClusterId } from "./cluster_id.ts";
 import type { NodeOptions } from "./flags.ts";
@@ -570,20 +570,8 @@ function peerHandlers(
       details: why,
       metadata: new grpc.Metadata(),
     }) as grpc.ServiceError;
-  const base = (type: Message["type"], from: number, term: number): Message => ({
-    type,
-    from,
-    to: node.id,
-    term,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    hintTerm: 0,
-    context: new Uint8Array(0),
-  });
+  const base = (type: Message["type"], from: number, term: number): Message =>
+    newMessage(type, { from, to: node.id, term });
   return {
     Stream: (call: grpc.ServerDuplexStream<PeerFrame, PeerFrame>) => transport.handleStream(call),
     // The typed RPCs step the request into the core, wait until its effects are persisted and

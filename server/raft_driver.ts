@@ -28,6 +28,7 @@ import {
   EntryType,
   type Message,
   MessageType,
+  newMessage,
   NONE,
   type ReadState,
   type Ready,
@@ -429,20 +430,11 @@ export class RaftDriver {
       this.#pending = cmds.concat(this.#pending);
       return;
     }
-    this.#o.send([{
-      type: MessageType.Prop,
+    this.#o.send([newMessage(MessageType.Prop, {
       from: this.#o.id,
       to: this.#leader,
-      term: 0,
-      logTerm: 0,
-      index: 0,
       entries: datas.map((data) => ({ index: 0, term: 0, type: EntryType.Normal, data })),
-      commit: 0,
-      reject: false,
-      rejectHint: 0,
-      hintTerm: 0,
-      context: new Uint8Array(0),
-    }]);
+    })]);
   }
 
   #failCommands(cmds: Command[], e: DriverError): void {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { type Message, MessageType } from "../raft/types.ts";
+import { type Message, MessageType, newMessage } from "../raft/types.ts";
 import { Logger } from "./log.ts";
 import { raftPackage } from "./proto.ts";
 import { Transport } from "./transport.ts";
@@ -9,20 +9,13 @@ const lines: string[] = [];
 const log = new Logger({ node: 0, level: "info", write: (l) => lines.push(l) });
 
 function msg(from: number, to: number, i: number, data = new Uint8Array(0)): Message {
-  return {
-    type: MessageType.App,
+  return newMessage(MessageType.App, {
     from,
     to,
     term: 1,
-    logTerm: 0,
     index: i,
     entries: data.length > 0 ? [{ index: i + 1, term: 1, type: 0, data }] : [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    hintTerm: 0,
-    context: new Uint8Array(0),
-  };
+  });
 }
 
 async function serve(t: () => Transport): Promise<{ server: grpc.Server; port: number }> {
