@@ -38,7 +38,9 @@ Options:
                        in-memory grpc-js KVStore (no Raft, no disk: the grpc-js ceiling),
                        "h2stub", the same over raw HTTP/2 with coalesced writes, and
                        "concordkv@DIR", ConcordKV from another checkout (A/B of a change:
-                       --systems concordkv,concordkv@/tmp/base gives new/old ratios)
+                       --systems concordkv,concordkv@/tmp/base gives new/old ratios);
+                       "+flag=value" after either passes a node flag (A/B of a setting:
+                       --systems concordkv+read-mode=lease,concordkv)
   --concurrency LIST   concurrent clients (default 1,16,64,256)
   --workloads LIST     of put,get,get-ser,mixed (default all)
   --no-variants        skip the 4 KiB-value and 100k-key runs (implied by --quick)
@@ -150,14 +152,27 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
  * The kind of a `--systems` label and, for `concordkv@DIR`, the checkout to run the nodes from.
  * Throws a usage error for an unknown label.
  */
-export function systemKind(label: string): { kind: SystemName; tree?: string } {
+export function systemKind(
+  label: string,
+): { kind: SystemName; tree?: string; nodeArgs?: string[] } {
   if (label === "concordkv" || label === "etcd" || label === "stub" || label === "h2stub") {
     return { kind: label };
   }
-  const m = /^concordkv@(.+)$/.exec(label);
-  if (m) return { kind: "concordkv", tree: m[1]!.replace(/\/+$/, "") };
+  const m = /^concordkv(?:@([^+]+))?((?:\+[a-z][a-z0-9-]*=[^+]*)*)$/.exec(label);
+  if (m && (m[1] !== undefined || m[2] !== "")) {
+    const out: { kind: SystemName; tree?: string; nodeArgs?: string[] } = { kind: "concordkv" };
+    if (m[1] !== undefined) out.tree = m[1].replace(/\/+$/, "");
+    if (m[2] !== "") {
+      out.nodeArgs = m[2]!.slice(1).split("+").flatMap((kv) => {
+        const eq = kv.indexOf("=");
+        return [`--${kv.slice(0, eq)}`, kv.slice(eq + 1)];
+      });
+    }
+    return out;
+  }
   throw new UsageError(
-    `unknown system "${label}" (known: concordkv, etcd, stub, h2stub, concordkv@DIR)`,
+    `unknown system "${label}" (known: concordkv, etcd, stub, h2stub, concordkv@DIR, ` +
+      `concordkv[@DIR]+flag=value)`,
   );
 }
 
@@ -201,7 +216,7 @@ async function startCluster(
   label: string,
   opts: ClusterBenchOptions,
 ): Promise<BenchCluster> {
-  const { kind: system, tree } = systemKind(label);
+  const { kind: system, tree, nodeArgs } = systemKind(label);
   if (system === "etcd") return await EtcdCluster.start();
   if (system === "stub") {
     const { StubCluster } = await import("./load_stub_server.ts");
@@ -224,7 +239,11 @@ async function startCluster(
     : (await import(new URL(`file://${Deno.realPathSync(tree)}/server/launch.ts`).href)) as {
       nodeCommand: NodeCommand;
     };
-  return await ConcordKvCluster.start({ cpuProfDir: profileDir, nodeCommand: launch?.nodeCommand });
+  return await ConcordKvCluster.start({
+    cpuProfDir: profileDir,
+    nodeCommand: launch?.nodeCommand,
+    extraArgs: nodeArgs,
+  });
 }
 
 function fmtRun(

@@ -64,6 +64,16 @@ Deno.test("the stub systems are accepted", () => {
 Deno.test("concordkv@DIR names another checkout for an A/B run", () => {
   deepEqual(systemKind("concordkv@/tmp/base/"), { kind: "concordkv", tree: "/tmp/base" });
   deepEqual(systemKind("etcd"), { kind: "etcd" });
+  deepEqual(systemKind("concordkv+read-mode=lease"), {
+    kind: "concordkv",
+    nodeArgs: ["--read-mode", "lease"],
+  });
+  deepEqual(systemKind("concordkv@/tmp/b+read-mode=lease+heartbeat-ms=50"), {
+    kind: "concordkv",
+    tree: "/tmp/b",
+    nodeArgs: ["--read-mode", "lease", "--heartbeat-ms", "50"],
+  });
+  throws(() => systemKind("concordkv" + "+"), /unknown system/);
   throws(() => systemKind("redis"), /unknown system/);
   throws(() => parseClusterBenchArgs(["--systems", "etcd,etcd"]), /twice/);
 });

@@ -70,6 +70,8 @@ export interface UnsafeTestingKnobs {
   unsafeCommitByCount?: boolean;
   /** Grant votes without the up-to-date check (breaks the election restriction). */
   unsafeSkipElectionRestriction?: boolean;
+  /** Lease mode: hold the lease for `electionTick * 2` ticks (longer than followers wait). */
+  unsafeLongLease?: boolean;
 }
 
 /** Extra optional settings of a node, beyond `RaftConfig`. */
@@ -158,6 +160,19 @@ export class RaftNode {
 
   readonly #preVote: boolean;
   readonly #checkQuorum: boolean;
+  /** Lease reads (`readOnly: "lease"` with CheckQuorum). */
+  readonly #leaseReads: boolean;
+  /** Ticks since this node started (never reset): the clock of the leader lease. */
+  #ticks = 0;
+  /** Leader, lease mode: per voter, the newest tick of ours it echoed in a HeartbeatResp. */
+  #heardTick = new Map<NodeId, number>();
+  /** Leader: TimeoutNow was sent this term (a forced election may be under way: no lease). */
+  #leaseVoid = false;
+  /**
+   * Lease mode: votes are refused until `#ticks` reaches this (a restarted member may have
+   * echoed a leader's heartbeat just before it went down; a fresh, empty one never did).
+   */
+  #voteQuietTicks = 0;
   readonly #maxSizePerMsg: number;
   readonly #maxProposalBytes: number;
   readonly #maxInflight: number;
@@ -192,12 +207,14 @@ export class RaftNode {
     }
     this.#preVote = cfg.preVote ?? true;
     this.#checkQuorum = cfg.checkQuorum ?? true;
+    this.#leaseReads = cfg.readOnly === "lease" && this.#checkQuorum;
     this.#maxSizePerMsg = cfg.maxSizePerMsg ?? 1024 * 1024;
     this.#maxProposalBytes = cfg.maxProposalBytes ?? 16 * 1024 * 1024;
     this.#maxInflight = cfg.maxInflightMsgs ?? 256;
     this.#knobs = {
       unsafeCommitByCount: cfg.unsafeCommitByCount,
       unsafeSkipElectionRestriction: cfg.unsafeSkipElectionRestriction,
+      unsafeLongLease: cfg.unsafeLongLease,
     };
     this.#log = new RaftLog(cfg.storage);
 
@@ -213,6 +230,7 @@ export class RaftNode {
     for (const v of cs.voters) this.#voters.add(v);
     for (const l of cs.learners) this.#learners.add(l);
     const fresh = cfg.storage.lastIndex() === 0 && hardState.term === 0 && !hasSnapshot;
+    if (this.#leaseReads && !fresh) this.#voteQuietTicks = this.#electionTimeout;
 
     if (hardState.commit > 0 || hardState.term > 0) {
       const last = this.#log.lastIndex();
@@ -340,11 +358,45 @@ export class RaftNode {
     return this.#log.slice(lo, hi);
   }
 
+  /** Ticks since this node was created (the lease clock; see `leaseStartTick`). */
+  get ticks(): number {
+    return this.#ticks;
+  }
+
+  /**
+   * Lease mode, leader: the tick (of {@linkcode RaftNode.ticks}) at which the heartbeat that
+   * a quorum most recently echoed was sent, if the lease it grants is still running; else 0.
+   * `readIndex` answers without a round while this is non-zero. The core counts ticks only;
+   * a driver whose ticks can run late (a stalled event loop) checks the real time elapsed since
+   * that tick and calls {@linkcode RaftNode.expireLease} when it exceeds the lease.
+   */
+  leaseStartTick(): number {
+    if (!this.#leaseReads || this.#role !== "leader" || this.#leaseVoid) return 0;
+    const heard = this.#heardTick;
+    const start = committedIndex(
+      this.#voters,
+      (id) => id === this.#id ? this.#ticks : heard.get(id) ?? 0,
+    );
+    if (start <= 0 || this.#ticks - start >= this.leaseTicks) return 0;
+    return start;
+  }
+
+  /** Length of the leader lease in ticks: `electionTick - 2` (≤ 0: lease reads never served). */
+  get leaseTicks(): number {
+    return this.#knobs.unsafeLongLease ? this.#electionTimeout * 2 : this.#electionTimeout - 2;
+  }
+
+  /** Forgets every heartbeat echo: no lease until a quorum echoes a newer heartbeat. */
+  expireLease(): void {
+    this.#heardTick.clear();
+  }
+
   // -------------------------------------------------------------------------------------------
   // Inputs.
 
   /** Advances logical time by one tick. */
   tick(): void {
+    this.#ticks++;
     if (this.#role === "leader") this.#tickHeartbeat();
     else this.#tickElection();
   }
@@ -595,6 +647,8 @@ export class RaftNode {
     this.#readsByKey.clear();
     this.#pendingReadMsgs = [];
     this.#needBcast = false;
+    this.#heardTick.clear();
+    this.#leaseVoid = false;
   }
 
   #resetProgress(): void {
@@ -733,6 +787,8 @@ export class RaftNode {
   #send(m: Message): void {
     if (m.from === NONE) m.from = this.#id;
     const t = m.type;
+    // The target of a TimeoutNow campaigns at once, and voters grant it despite their lease.
+    if (t === MessageType.TimeoutNow) this.#leaseVoid = true;
     if (
       t === MessageType.Vote || t === MessageType.VoteResp || t === MessageType.PreVote ||
       t === MessageType.PreVoteResp
@@ -751,8 +807,11 @@ export class RaftNode {
     } else if (m.term > this.#term) {
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
         const force = _bytesEqual(m.context, CAMPAIGN_TRANSFER);
-        const inLease = this.#checkQuorum && this.#lead !== NONE &&
-          this.#electionElapsed < this.#electionTimeout;
+        // Lease mode: a member that just (re)started may have acknowledged the current leader's
+        // heartbeat before it went down, so it waits a full election timeout before voting.
+        const inLease = this.#checkQuorum &&
+          ((this.#lead !== NONE && this.#electionElapsed < this.#electionTimeout) ||
+            this.#ticks < this.#voteQuietTicks);
         if (!force && inLease) return; // a leader is alive: ignore the disruptive election
       }
       if (m.type === MessageType.PreVote) {
@@ -922,6 +981,9 @@ export class RaftNode {
         return;
       case MessageType.HeartbeatResp:
         pr.recentActive = true;
+        if (this.#leaseReads && m.index > 0 && m.index <= this.#ticks) {
+          if (m.index > (this.#heardTick.get(m.from) ?? 0)) this.#heardTick.set(m.from, m.index);
+        }
         pr.probeSent = false;
         if (pr.state === "replicate" && pr.inflights.full()) pr.inflights.freeFirstOne();
         if (pr.match < this.#log.lastIndex()) this.#sendAppend(m.from);
@@ -1012,7 +1074,8 @@ export class RaftNode {
 
   #handleHeartbeat(m: Message): void {
     this.#log.commitTo(Math.min(m.commit, this.#log.lastIndex()));
-    this.#send(_msg(MessageType.HeartbeatResp, m.from, { context: m.context }));
+    // Echo the leader's tick (its lease clock) and the read context.
+    this.#send(_msg(MessageType.HeartbeatResp, m.from, { context: m.context, index: m.index }));
   }
 
   #handleSnapshot(m: Message): void {
@@ -1136,6 +1199,7 @@ export class RaftNode {
       this.#send(_msg(MessageType.Heartbeat, id, {
         commit: Math.min(pr.match, this.#log.committed),
         context,
+        index: this.#leaseReads ? this.#ticks : 0,
       }));
     }
   }
@@ -1161,6 +1225,11 @@ export class RaftNode {
     if (!this.#committedInTerm()) {
       // The leader does not know the latest commit index until an entry of its term commits.
       this.#pendingReadMsgs.push({ ...m, from });
+      return;
+    }
+    if (this.#leaseReads && this.leaseStartTick() > 0) {
+      // No other leader can have been elected while the lease runs: answer without a round.
+      this.#respondRead(from, this.#log.committed, m.context);
       return;
     }
     const key = _ctxKey(m.context);

@@ -7,7 +7,8 @@
  * crashes that lose the Ready being persisted (the unsynced tail) and restarts (with a volatile
  * or a durable state machine); nodes ticking at different rates; client proposals throughout;
  * membership changes (learner add → promote, remove, including the leader), leadership
- * transfer, snapshots with log compaction, and ReadIndex reads.
+ * transfer, snapshots with log compaction, and ReadIndex reads (on half of the CheckQuorum
+ * seeds as lease reads, `readOnly: "lease"`, with every node ticking at the same rate).
  *
  * Checked at every step: election safety (≤ 1 leader per term), log matching (an (index, term)
  * names one entry and one predecessor), leader completeness (a new leader holds every applied
@@ -43,7 +44,9 @@ export type SimBug =
   /** The core grants votes without the election restriction (§5.4.1). */
   | "skipElectionRestriction"
   /** The driver does not persist the vote with the term. */
-  | "forgetVote";
+  | "forgetVote"
+  /** Lease reads whose lease outlasts the followers' election timeout. */
+  | "longLease";
 
 /** Options of one simulation run. */
 export interface SimOptions {
@@ -58,6 +61,11 @@ export interface SimOptions {
   snapshots?: boolean;
   /** ReadIndex reads. Default true. */
   reads?: boolean;
+  /**
+   * Lease reads (`readOnly: "lease"`; every node then ticks at the same rate, the lease's
+   * bounded-drift assumption). Default: chosen per seed (half of the CheckQuorum seeds).
+   */
+  lease?: boolean;
   /** Crashes and restarts. Default true. */
   crashes?: boolean;
   /**
@@ -197,7 +205,7 @@ export function runSim(opts: SimOptions): SimResult {
 }
 
 class _Sim {
-  readonly opts: Required<Omit<SimOptions, "bug">> & { bug?: SimBug };
+  readonly opts: Required<Omit<SimOptions, "bug" | "lease">> & { bug?: SimBug; lease?: boolean };
   readonly rand: () => number;
   readonly nodes = new Map<NodeId, _SimNode>();
   readonly heap = new _Heap();
@@ -222,6 +230,8 @@ class _Sim {
   /** Per-seed core settings: most seeds use PreVote and CheckQuorum, some run without. */
   preVote: boolean;
   checkQuorum: boolean;
+  /** Lease reads on this seed. */
+  lease: boolean;
   electionTick: number;
   heartbeatTick: number;
   stats = {
@@ -250,6 +260,9 @@ class _Sim {
     this.rand = mulberry32(opts.seed ^ 0x5eed);
     this.preVote = this.rand() < 0.8;
     this.checkQuorum = this.rand() < 0.8;
+    // From its own stream, so the other seeds' runs stay as they were.
+    this.lease = opts.lease ?? (this.checkQuorum && mulberry32(opts.seed ^ 0x1ea5e)() < 0.5);
+    if (this.lease) this.checkQuorum = true;
     this.electionTick = 8 + this.#int(7);
     this.heartbeatTick = 1 + this.#int(2);
     const n = this.opts.nodes;
@@ -309,6 +322,8 @@ class _Sim {
       heartbeatTick: this.heartbeatTick,
       preVote: this.preVote,
       checkQuorum: this.checkQuorum,
+      readOnly: this.lease ? "lease" : "safe",
+      unsafeLongLease: bug === "longLease",
       maxSizePerMsg: this.rand() < 0.3 ? 1 : 16 + this.#int(200),
       maxInflightMsgs: 1 + this.#int(8),
       peers: s.founder ? [...Array(this.opts.nodes).keys()].map((i) => i + 1) : undefined,
@@ -326,7 +341,7 @@ class _Sim {
       founder,
       inflight: undefined,
       appliedIndex: 0,
-      tickEvery: 3 + this.#int(3),
+      tickEvery: this.lease ? (this.#int(3), 4) : 3 + this.#int(3),
       tickPhase: this.#int(5),
       restartAt: -1,
       stopAt: -1,

@@ -75,3 +75,22 @@ Deno.test("simulator catches a driver that does not persist the vote", () => {
   assert.ok(r, "no violation found in 300 seeds");
   assert.match(r.violation!.property, /election safety|leader completeness|state machine safety/);
 });
+
+Deno.test("simulator: 150 seeds with lease reads (every node leased) keep every property", () => {
+  const failures: SimResult[] = [];
+  for (let seed = 40_001; seed < 40_151; seed++) {
+    const r = runSim({ seed, nodes: 3 + 2 * (seed % 2), lease: true, harsh: seed % 3 === 0 });
+    if (r.violation) failures.push(r);
+  }
+  assert.equal(failures.length, 0, describe(failures));
+});
+
+Deno.test("simulator catches a lease that outlasts the followers' election timeout", () => {
+  let caught: SimResult | undefined;
+  for (let seed = 1; seed <= 200 && caught === undefined; seed++) {
+    const r = runSim({ seed, nodes: 3, lease: true, bug: "longLease" });
+    if (r.violation) caught = r;
+  }
+  assert.ok(caught, "no violation found in 200 seeds");
+  assert.match(caught.violation!.property, /read linearizability/);
+});

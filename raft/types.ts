@@ -101,7 +101,11 @@ export interface Message {
   term: number;
   /** Term of the entry at `index` (App: prev log term; Vote: last log term). */
   logTerm: number;
-  /** App: prev log index; AppResp: match index or rejected index; Vote: last log index. */
+  /**
+   * App: prev log index; AppResp: match index or rejected index; Vote: last log index;
+   * Heartbeat: the leader's tick count when it sent it, echoed back in HeartbeatResp (the leader
+   * lease, `readOnly: "lease"`; a follower that does not echo it, i.e. 0, renews no lease).
+   */
   index: number;
   entries: Entry[];
   commit: number;
@@ -230,6 +234,18 @@ export interface RaftConfig {
   maxInflightMsgs?: number;
   /** Last applied index when restarting (entries after it will be re-delivered as committed). */
   applied?: number;
+  /**
+   * How `readIndex` confirms leadership (etcd's ReadOnlyOption). `"safe"` (default): a
+   * heartbeat round per request. `"lease"`: while the leader holds a lease, answer at once
+   * with the commit index, no round; requires `checkQuorum` (ignored without it). The lease is
+   * counted in ticks: it starts at the tick a heartbeat was sent once a quorum echoed it, and
+   * lasts `electionTick - 2` ticks, while a follower that heard that heartbeat refuses votes
+   * for `electionTick` of ITS ticks (at least `electionTick - 1` tick lengths). Safe only if
+   * ticks run at the same rate everywhere to within that margin (bounded clock drift, no tick
+   * skipped by the leader: a driver must check its own clock too, see `leaseStartTick`).
+   * In this mode a (re)started member also refuses votes for its first `electionTick` ticks.
+   */
+  readOnly?: "safe" | "lease";
 }
 
 /** Replication progress of one member, as the leader sees it. */

@@ -11,6 +11,9 @@ export const DEFAULT_PEERS = "1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50
 /** Log verbosity. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
+/** How the leader confirms it still leads before serving a linearizable read. */
+export type ReadMode = "readindex" | "lease";
+
 /** Validated node options. */
 export interface NodeOptions {
   id: number;
@@ -26,6 +29,11 @@ export interface NodeOptions {
   heartbeatMs: number;
   /** Snapshot (and truncate the log) after this many applied entries. */
   snapshotEntries: number;
+  /**
+   * Linearizable reads: `"readindex"` (a heartbeat round per batch of reads) or `"lease"` (no
+   * round while the leader's lease holds; assumes bounded clock drift, see `--help`).
+   */
+  readMode: ReadMode;
   /** Addresses of members of a running cluster to join (empty: bootstrap from --peers). */
   join: string[];
   /** Self-test mode: reads served from local state with no leadership check. Hidden. */
@@ -56,6 +64,17 @@ Options:
   --heartbeat-ms H  leader heartbeat interval and tick length (default 100)
   --snapshot-entries N
                     snapshot and truncate the Raft log every N applied entries (default 10000)
+  --read-mode M     how linearizable reads confirm leadership (default readindex):
+                    readindex  a heartbeat round to a quorum per batch of reads
+                    lease      no round while the leader holds a lease: a quorum echoed a
+                               heartbeat it sent less than (election ticks - 2) ticks ago.
+                               Assumes every node's clock runs at the same rate to within
+                               one tick in (election ticks - 1), i.e. 25% with the defaults,
+                               and that the leader notices its own stalls (it checks the
+                               real time since that heartbeat before each read). A wall-clock
+                               jump does not matter; a clock running slow on the leader
+                               (or fast on a follower) beyond that margin can serve a stale
+                               read. A restarted node waits one election timeout before voting.
   --join H:P[,...]  join a running cluster through these members (start empty; the member
                     must have been added with \`kv member add\` first)
   -h, --help        print this help`;
@@ -119,6 +138,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
         "election-timeout-ms": { type: "string", default: "500" },
         "heartbeat-ms": { type: "string", default: "100" },
         "snapshot-entries": { type: "string", default: "10000" },
+        "read-mode": { type: "string", default: "readindex" },
         join: { type: "string" },
         "unsafe-local-reads": { type: "boolean", default: false },
         "exit-with-parent": { type: "boolean", default: false },
@@ -150,6 +170,10 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     );
   }
   const snapshotEntries = parsePositive(values["snapshot-entries"], "--snapshot-entries");
+  const readMode = values["read-mode"];
+  if (readMode !== "readindex" && readMode !== "lease") {
+    throw new UsageError(`--read-mode must be readindex or lease, got "${readMode}"`);
+  }
   const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
   for (const a of join) {
     const m = /^(.+):(\d+)$/.exec(a);
@@ -169,6 +193,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     electionTimeoutMs,
     heartbeatMs,
     snapshotEntries,
+    readMode,
     join,
     unsafeLocalReads: values["unsafe-local-reads"],
     exitWithParent: values["exit-with-parent"],

@@ -12,6 +12,14 @@ Deno.test("node flags: defaults of DESIGN §3", () => {
   assert.equal(o.snapshotEntries, 10000);
   assert.deepEqual(o.join, []);
   assert.equal(o.unsafeLocalReads, false);
+  assert.equal(o.readMode, "readindex");
+});
+
+Deno.test("node flags: --read-mode lease is accepted, anything else is a usage error", () => {
+  const o = parseNodeFlags(["--id", "1", "--read-mode", "lease"]);
+  assert.ok(o !== "help");
+  assert.equal(o.readMode, "lease");
+  assert.throws(() => parseNodeFlags(["--id", "1", "--read-mode", "fast"]), /--read-mode/);
 });
 
 Deno.test("node flags: bad values are usage errors", () => {

@@ -1,7 +1,7 @@
 /**
  * One running ConcordKV node: opens the data directory (KV engine, Raft log, cluster id), builds
  * the Raft core, its driver and the peer transport, and serves `kvstore.KVStore` and `raft.Raft`
- * on one gRPC port.
+ * on one gRPC port (server/h2/server.ts: HTTP/2 directly on `Deno.listen`, not grpc-js's server).
  *
  * Data directory layout: `CLUSTER_ID` (server/cluster_id.ts), `kv/` (storage/ KVEngine, opened
  * with `sync: "none"`: the Raft log is the write-ahead log), `raft/` (raft/log_store.ts).
@@ -48,6 +48,7 @@ import {
 } from "./service.ts";
 import { readSnapshotFile, sendSnapshot, snapPath, SnapshotReceiver } from "./snapshot.ts";
 import { StateMachine } from "./state_machine.ts";
+import { H2Server } from "./h2/server.ts";
 import { CHANNEL_OPTIONS, Transport } from "./transport.ts";
 
 /** The version a node reports in `Status`. */
@@ -223,6 +224,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     random: Math.random,
     preVote: true,
     checkQuorum: true,
+    readOnly: opts.readMode === "lease" ? "lease" : "safe", // --read-mode (raft driver helper)
     maxSizePerMsg: 8 * 1024 * 1024,
     maxInflightMsgs: 256,
     applied: Math.min(sm.applied, store.initialState().hardState.commit),
@@ -402,12 +404,10 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     return { members: members(), index: sm.applied };
   };
 
-  // gRPC server.
-  const server = new grpc.Server({
-    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-    "grpc.keepalive_permit_without_calls": 1,
-    "grpc.http2.min_ping_interval_without_data_ms": 1000,
+  // gRPC server (server/h2: HTTP/2 on Deno.listen, frames coalesced into one write per turn).
+  const server = new H2Server({
+    maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
+    maxSendMessageBytes: MAX_MESSAGE_BYTES,
   });
   server.addService(
     tolerantService(kvstorePackage().KVStore.service),
@@ -474,12 +474,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     ? `[${opts.host}]:${opts.port}`
     : `${opts.host}:${opts.port}`;
   try {
-    await new Promise<number>((resolve, reject) => {
-      server.bindAsync(bindAddr, grpc.ServerCredentials.createInsecure(), (err, port) => {
-        if (err) reject(err);
-        else resolve(port);
-      });
-    });
+    await server.listen({ hostname: opts.host, port: opts.port });
   } catch (e) {
     transport.close();
     await store.close().catch(() => {});

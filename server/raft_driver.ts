@@ -15,7 +15,14 @@
  *   state machine applies the entry (each command names its origin node, process epoch and
  *   request id), so forwarding needs no reply path.
  * - Linearizable reads: every read queued in one loop turn shares one ReadIndex request; once
- *   the read state arrives and applied ≥ its index, they are served from local state.
+ *   the read state arrives and applied ≥ its index, they are served from local state. With
+ *   `readOnly: "lease"` in the core (`--read-mode lease`) the leader answers the request at once
+ *   while its lease holds; the driver ends the lease early when the real time since the tick
+ *   that started it (a monotonic clock) reached the lease length, so a stalled process (a GC
+ *   pause, SIGSTOP) never serves a read from a lease its ticks did not see run out.
+ * - Deadlines: a request keeps its deadline in its waiter; the tick handler fails the expired
+ *   ones (one timer is armed only for a deadline that falls before the next tick), so no timer
+ *   is created per request.
  *
  * @module
  */
@@ -107,14 +114,16 @@ interface _PinnedView {
 interface _Waiter {
   resolve: (v: { result: CommandResult; index: number }) => void;
   reject: (e: DriverError) => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** `Date.now()` after which the tick handler fails the request. */
+  deadline: number;
   cmd: Command;
 }
 
 interface _ReadWaiter {
   resolve: () => void;
   reject: (e: DriverError) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** `Date.now()` after which the tick handler fails the read. */
+  deadline: number;
   done: boolean;
 }
 
@@ -146,6 +155,13 @@ export class RaftDriver {
   readonly #o: DriverOptions;
   readonly node: RaftNode;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** When the next tick is due (`Date.now()`); Infinity before `start()`. */
+  #nextTickAt = Infinity;
+  /** The one-shot timer for a deadline that falls before the next tick (rare). */
+  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  #expiryAt = Infinity;
+  /** `performance.now()` (monotonic) of each core tick, by tick number modulo the length. */
+  readonly #tickTimes: Float64Array;
   #running = false;
   #kicked = false;
   #stopped = false;
@@ -175,6 +191,7 @@ export class RaftDriver {
     this.#leader = st.leader;
     this.#role = st.role;
     this.#durableLast = opts.store.lastIndex();
+    this.#tickTimes = new Float64Array(Math.max(16, this.node.leaseTicks + 2));
     this.#snapIndex = opts.store.snapshot().meta.index;
   }
 
@@ -272,9 +289,15 @@ export class RaftDriver {
   /** Starts the tick timer. */
   start(): void {
     if (this.#timer !== undefined) return;
+    this.#nextTickAt = Date.now() + this.#o.tickMs;
     this.#timer = setInterval(() => {
       if (this.#stopped) return;
+      const now = Date.now();
+      this.#nextTickAt = now + this.#o.tickMs;
       this.node.tick();
+      this.#tickTimes[this.node.ticks % this.#tickTimes.length] = performance.now();
+      if (this.#role === "leader") this.#guardLease();
+      this.#expire(now);
       this.#retryReads();
       this.kick();
     }, this.#o.tickMs);
@@ -291,10 +314,33 @@ export class RaftDriver {
     return this.#role === "leader";
   }
 
+  /**
+   * Lease reads: the core counts the lease in ticks, which assumes ticks come on time. If this
+   * process stalled (a long GC pause, a busy event loop), fewer ticks than tick lengths went by:
+   * end the lease when the real time since the tick that started it reached the lease length.
+   */
+  #guardLease(): void {
+    const start = this.node.leaseStartTick();
+    if (start === 0) return;
+    const n = this.#tickTimes.length;
+    const at = this.#tickTimes[start % n]!;
+    if (
+      this.node.ticks - start >= n - 1 || at === 0 ||
+      performance.now() - at >= this.node.leaseTicks * this.#o.tickMs
+    ) {
+      this.node.expireLease();
+    }
+  }
+
   /** Steps peer messages into the core (proposals forwarded to us are proposed here). */
   receive(msgs: Message[]): void {
     if (this.#stopped) return;
+    let guarded = false;
     for (const m of msgs) {
+      if (m.type === MessageType.ReadIndex && !guarded && this.#role === "leader") {
+        guarded = true;
+        this.#guardLease();
+      }
       if (m.type === MessageType.Prop) {
         if (this.#role === "leader") {
           const err = this.node.proposeBatch(m.entries.map((e) => e.data));
@@ -333,30 +379,76 @@ export class RaftDriver {
     }
     const reqId = this.#nextReq++;
     const cmd = { ...input, origin: this.#o.id, epoch: this.#o.epoch, reqId } as Command;
+    const deadline = Date.now() + timeoutMs;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiters.delete(reqId);
-        const at = this.#pending.indexOf(cmd);
-        if (at >= 0) {
-          // Never proposed: certainly not applied, so the client may retry anywhere.
-          this.#pending.splice(at, 1);
-          reject(this.#unavailable("timed out waiting for a leader to propose the write"));
-        } else {
-          // Proposed or forwarded: it may still commit. UNAVAILABLE would tell the client it is
-          // safe to retry without its (client id, seq), which could apply the write twice.
-          reject(
-            new DriverError(
-              "timeout",
-              "timed out waiting for the write to commit (it may still be applied)",
-              this.#leader,
-            ),
-          );
-        }
-      }, timeoutMs);
-      this.#waiters.set(reqId, { resolve, reject, timer, cmd });
+      this.#waiters.set(reqId, { resolve, reject, deadline, cmd });
       this.#pending.push(cmd);
+      if (deadline < this.#nextTickAt) this.#armExpiry(deadline);
       this.kick();
     });
+  }
+
+  /**
+   * Fails the requests whose deadline passed (called every tick, so a deadline is kept to
+   * within one tick; no timer per request). A write still queued here was never proposed and
+   * fails as unavailable (safe to retry anywhere); a proposed or forwarded one may still commit
+   * and fails as a timeout (DEADLINE_EXCEEDED).
+   */
+  #expire(now: number): void {
+    let unproposed: Set<Command> | undefined;
+    let next = Infinity;
+    for (const [reqId, w] of this.#waiters) {
+      if (w.deadline > now) {
+        if (w.deadline < next) next = w.deadline;
+        continue;
+      }
+      this.#waiters.delete(reqId);
+      if (unproposed === undefined) unproposed = new Set(this.#pending);
+      if (unproposed.has(w.cmd)) {
+        // Never proposed: certainly not applied, so the client may retry anywhere.
+        w.reject(this.#unavailable("timed out waiting for a leader to propose the write"));
+      } else {
+        // Proposed or forwarded: it may still commit. UNAVAILABLE would tell the client it is
+        // safe to retry without its (client id, seq), which could apply the write twice.
+        w.reject(
+          new DriverError(
+            "timeout",
+            "timed out waiting for the write to commit (it may still be applied)",
+            this.#leader,
+          ),
+        );
+      }
+    }
+    if (unproposed !== undefined) {
+      this.#pending = this.#pending.filter((c) => this.#waiters.has(c.reqId));
+    }
+    const expireReads = (list: _ReadWaiter[]) => {
+      for (const w of list) {
+        if (w.done) continue;
+        if (w.deadline > now) {
+          if (w.deadline < next) next = w.deadline;
+          continue;
+        }
+        w.done = true;
+        w.reject(this.#unavailable("timed out waiting for a read index"));
+      }
+    };
+    expireReads(this.#readQueue);
+    for (const b of this.#reads.values()) expireReads(b.waiters);
+    for (const b of this.#readsReady) expireReads(b.waiters);
+    if (next < this.#nextTickAt) this.#armExpiry(next);
+  }
+
+  /** Makes sure `#expire` runs at `at` (a deadline before the next tick). */
+  #armExpiry(at: number): void {
+    if (this.#stopped || (this.#expiryTimer !== undefined && this.#expiryAt <= at)) return;
+    if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
+    this.#expiryAt = at;
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiryTimer = undefined;
+      this.#expiryAt = Infinity;
+      if (!this.#stopped) this.#expire(Date.now());
+    }, Math.max(0, at - Date.now()));
   }
 
   /**
@@ -367,14 +459,11 @@ export class RaftDriver {
     if (this.#stopped) {
       return Promise.reject(new DriverError("stopped", "node is shutting down", this.#leader));
     }
+    const deadline = Date.now() + timeoutMs;
     return new Promise((resolve, reject) => {
-      const w: _ReadWaiter = { resolve, reject, timer: undefined, done: false };
-      w.timer = setTimeout(() => {
-        if (w.done) return;
-        w.done = true;
-        reject(this.#unavailable("timed out waiting for a read index"));
-      }, timeoutMs);
+      const w: _ReadWaiter = { resolve, reject, deadline, done: false };
       this.#readQueue.push(w);
+      if (deadline < this.#nextTickAt) this.#armExpiry(deadline);
       this.kick();
     });
   }
@@ -442,7 +531,6 @@ export class RaftDriver {
       const w = this.#waiters.get(c.reqId);
       if (w === undefined) continue;
       this.#waiters.delete(c.reqId);
-      clearTimeout(w.timer);
       w.reject(e);
     }
   }
@@ -458,6 +546,7 @@ export class RaftDriver {
     dv.setUint32(0, this.#o.epoch >>> 0);
     dv.setFloat64(4, this.#nextReq++);
     const b: _ReadBatch = { ctx, key: _ctxKey(ctx), waiters, sentAt: Date.now(), index: -1 };
+    if (this.#role === "leader") this.#guardLease();
     const err = this.node.readIndex(ctx);
     if (err !== undefined) {
       this.#readQueue = waiters.concat(this.#readQueue);
@@ -507,7 +596,6 @@ export class RaftDriver {
       for (const w of b.waiters) {
         if (w.done) continue;
         w.done = true;
-        clearTimeout(w.timer);
         w.resolve();
       }
     }
@@ -574,10 +662,17 @@ export class RaftDriver {
       if (early.length > 0) this.#o.send(early);
     }
     // Committed entries that were already durable here before this Ready are applied while the
-    // new entries are being fsynced; the rest after.
+    // new entries are being fsynced; the rest after. Entries this Ready (over)writes are not
+    // durable yet even at indexes ≤ #durableLast: a conflicting suffix replaced here is still
+    // the old one on disk, and applying its replacement before the fsync would leave a state
+    // machine ahead of (and different from) the log after a crash.
     const ce = rd.committedEntries;
+    const firstNew = rd.entries[0];
+    const durable = firstNew === undefined
+      ? this.#durableLast
+      : Math.min(this.#durableLast, firstNew.index - 1);
     let split = 0;
-    while (snap === undefined && split < ce.length && ce[split]!.index <= this.#durableLast) {
+    while (snap === undefined && split < ce.length && ce[split]!.index <= durable) {
       split++;
     }
     const early = split > 0
@@ -648,7 +743,6 @@ export class RaftDriver {
       const w = this.#waiters.get(r.cmd.reqId);
       if (w === undefined) continue;
       this.#waiters.delete(r.cmd.reqId);
-      clearTimeout(w.timer);
       w.resolve({ result: r.result, index: r.index });
     }
   }
@@ -707,22 +801,22 @@ export class RaftDriver {
     this.#stopped = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
+    if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
     await this.idle();
     if (this.#pinned !== undefined && this.#pinned.refs === 0) this.#pinned.view.release();
     this.#pinned = undefined;
     const e = new DriverError("stopped", "node is shutting down", this.#leader);
-    for (const w of this.#waiters.values()) {
-      clearTimeout(w.timer);
-      w.reject(e);
-    }
+    for (const w of this.#waiters.values()) w.reject(e);
     this.#waiters.clear();
     for (const w of this.#readQueue) {
-      clearTimeout(w.timer);
-      if (!w.done) w.reject(e);
+      if (!w.done) {
+        w.done = true;
+        w.reject(e);
+      }
     }
     for (const b of [...this.#reads.values(), ...this.#readsReady]) {
       for (const w of b.waiters) {
-        clearTimeout(w.timer);
         if (!w.done) {
           w.done = true;
           w.reject(e);

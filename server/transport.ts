@@ -1,9 +1,12 @@
 /**
  * Peer transport: raft messages between nodes over the `raft.Raft/Stream` gRPC method.
  *
- * - One long-lived grpc-js channel and one outbound bidi stream per peer. Outbound frames carry a
- *   batch of raft messages (raft/codec.ts `encodeMessages`) in `PeerFrame.payload`; one `send`
- *   call writes at most one frame per peer (frames are split above {@linkcode MAX_FRAME_BYTES}).
+ * - One long-lived outbound bidi stream per peer, dialed by server/peer_stream.ts (raw HTTP/2 on
+ *   its own TCP connection, every frame of a turn in one write; `rawPeerStreams: false` uses a
+ *   grpc-js client stream instead), plus one grpc-js channel per peer for the unary and snapshot
+ *   RPCs. Outbound frames carry a batch of raft messages (raft/codec.ts `encodeMessages`) in
+ *   `PeerFrame.payload`; one `send` call writes at most one frame per peer (frames are split
+ *   above {@linkcode MAX_FRAME_BYTES}).
  *   The reverse direction of a stream only carries the server's hello (its header), which tells
  *   the dialer the peer is up and which cluster it belongs to; a node's messages to a peer always
  *   travel on its own outbound stream to that peer.
@@ -31,6 +34,7 @@ import * as grpc from "@grpc/grpc-js";
 import { decodeMessages, encodeMessages } from "../raft/codec.ts";
 import { type Message, MessageType } from "../raft/types.ts";
 import type { Logger } from "./log.ts";
+import { decodePeerFrame, encodePeerFrameMessage, PeerStream } from "./peer_stream.ts";
 import { MAX_MESSAGE_BYTES, type PeerFrame, raftPackage } from "./proto.ts";
 
 /** A frame is cut before it exceeds this many payload bytes (unless one message is larger). */
@@ -53,6 +57,11 @@ export interface TransportOptions {
   maxQueueMessages?: number;
   /** Default 64 MiB. */
   maxQueueBytes?: number;
+  /**
+   * Dial the outbound streams with server/peer_stream.ts (raw HTTP/2, one write per turn)
+   * instead of a grpc-js client stream. Default true.
+   */
+  rawPeerStreams?: boolean;
 }
 
 /** Channel options for peer and client connections. */
@@ -75,12 +84,26 @@ function _msgBytes(m: Message): number {
 
 type Duplex = grpc.ClientDuplexStream<PeerFrame, PeerFrame>;
 
+/** An outbound stream, whichever client carries it. */
+interface _Link {
+  /** Queues a frame; false: wait for the drain callback. */
+  write(frame: PeerFrame): boolean;
+  close(): void;
+}
+
+function _hostPort(address: string): { hostname: string; port: number } {
+  const at = address.lastIndexOf(":");
+  let hostname = address.slice(0, at);
+  if (hostname.startsWith("[") && hostname.endsWith("]")) hostname = hostname.slice(1, -1);
+  return { hostname, port: Number(address.slice(at + 1)) };
+}
+
 class _Peer {
   readonly id: number;
   readonly address: string;
   readonly #t: Transport;
   #client: grpc.Client | undefined;
-  #call: Duplex | undefined;
+  #call: _Link | undefined;
   #queue: Message[] = [];
   #queueBytes = 0;
   #waitingDrain = false;
@@ -111,24 +134,71 @@ class _Peer {
 
   #connect(): void {
     if (this.#closed || this.#call !== undefined || this.#retryTimer !== undefined) return;
+    this.#waitingDrain = false;
+    const drained = (link: _Link) => {
+      if (this.#call !== link) return;
+      this.#waitingDrain = false;
+      this.flush();
+    };
+    if (this.#t.opts.rawPeerStreams ?? true) {
+      const { hostname, port } = _hostPort(this.address);
+      // deno-lint-ignore prefer-const
+      let link: _Link;
+      const stream = PeerStream.open({
+        hostname,
+        port,
+        authority: this.address,
+        path: "/raft.Raft/Stream",
+        metadata: [
+          ["concordkv-cluster", this.#t.clusterId],
+          ["concordkv-from", String(this.#t.id)],
+        ],
+        onMessage: (b) => {
+          let frame: PeerFrame;
+          try {
+            frame = decodePeerFrame(b) as PeerFrame;
+          } catch (e) {
+            this.#onBroken(link, `undecodable frame: ${e}`);
+            return;
+          }
+          this.#onHello(link, frame);
+        },
+        onDrain: () => drained(link),
+        onClose: (why) => this.#onBroken(link, why),
+      });
+      link = {
+        write: (frame) => stream.write(encodePeerFrameMessage(frame)),
+        close: () => stream.close(),
+      };
+      this.#call = link;
+      return;
+    }
     const client = this.client() as grpc.Client & { Stream(md: grpc.Metadata): Duplex };
     const md = new grpc.Metadata();
     md.set("concordkv-cluster", this.#t.clusterId);
     md.set("concordkv-from", String(this.#t.id));
     const call = client.Stream(md);
-    this.#call = call;
-    this.#waitingDrain = false;
-    call.on("data", (frame: PeerFrame) => this.#onHello(call, frame));
-    call.on("error", (e: grpc.ServiceError) => this.#onBroken(call, e));
-    call.on("end", () => this.#onBroken(call, undefined));
-    call.on("drain", () => {
-      if (this.#call !== call) return;
-      this.#waitingDrain = false;
-      this.flush();
+    const link: _Link = {
+      write: (frame) => call.write(frame),
+      close: () => {
+        try {
+          call.end();
+          call.cancel();
+        } catch {
+          // gone
+        }
+      },
+    };
+    this.#call = link;
+    call.on("data", (frame: PeerFrame) => this.#onHello(link, frame));
+    call.on("error", (e: grpc.ServiceError) => {
+      this.#onBroken(link, `${grpc.status[e.code] ?? e.code}: ${e.details}`);
     });
+    call.on("end", () => this.#onBroken(link, "stream ended"));
+    call.on("drain", () => drained(link));
   }
 
-  #onHello(call: Duplex, frame: PeerFrame): void {
+  #onHello(call: _Link, frame: PeerFrame): void {
     if (this.#call !== call) return;
     const h = frame.header;
     if (h === null || h.cluster_id !== this.#t.clusterId || h.from !== this.id) {
@@ -136,7 +206,7 @@ class _Peer {
         `peer ${this.id} (${this.address}) answered as cluster "${h?.cluster_id}" node ${h?.from}; ` +
           `expected cluster "${this.#t.clusterId}" node ${this.id}: not talking to it`,
       );
-      call.cancel();
+      this.#onBroken(call, "answered as another cluster or node");
       return;
     }
     if (!this.up) {
@@ -149,15 +219,10 @@ class _Peer {
     this.lastUp = Date.now();
   }
 
-  #onBroken(call: Duplex, e: grpc.ServiceError | undefined): void {
+  #onBroken(call: _Link, why: string): void {
     if (this.#call !== call) return;
     this.#call = undefined;
-    try {
-      call.cancel();
-    } catch {
-      // already gone
-    }
-    const why = e === undefined ? "stream ended" : `${grpc.status[e.code] ?? e.code}: ${e.details}`;
+    call.close();
     if (this.up) {
       this.up = false;
       this.#t.log.warn(`peer ${this.id} down (${this.address}): ${why}`);
@@ -229,7 +294,7 @@ class _Peer {
         ok = call.write(frame);
       } catch (e) {
         this.#t.log.warn(`peer ${this.id}: write failed: ${e}`);
-        this.#onBroken(call, undefined);
+        this.#onBroken(call, `write failed: ${e}`);
         return;
       }
       if (!ok) {
@@ -246,14 +311,7 @@ class _Peer {
     this.#retryTimer = undefined;
     const call = this.#call;
     this.#call = undefined;
-    if (call !== undefined) {
-      try {
-        call.end();
-        call.cancel();
-      } catch {
-        // gone
-      }
-    }
+    call?.close();
     this.#client?.close();
     this.#queue = [];
   }

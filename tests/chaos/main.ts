@@ -35,6 +35,7 @@ Options:
   --nemesis LIST           faults, comma-separated: kill,pause,partition (default all; "none")
   --nodes N                3 or 5 (default 3)
   --unsafe-local-reads     nodes answer reads locally (self-test: must report "no")
+  --read-mode M            the nodes' --read-mode: readindex (default) or lease
   --out DIR                history, node logs, violation timeline, under data/ or /tmp
                            (default data/chaos/<seed>-<time>)
   --clients N              concurrent clients (default 10)
@@ -71,6 +72,7 @@ async function main(args: string[]): Promise<number> {
         nemesis: { type: "string", default: FAULT_KINDS.join(",") },
         nodes: { type: "string", default: "3" },
         "unsafe-local-reads": { type: "boolean", default: false },
+        "read-mode": { type: "string", default: "readindex" },
         out: { type: "string" },
         clients: { type: "string" },
         keys: { type: "string" },
@@ -113,6 +115,7 @@ async function main(args: string[]): Promise<number> {
       faults: faults as FaultKind[],
       nodes,
       unsafeLocalReads: values["unsafe-local-reads"],
+      readMode: _readMode(values["read-mode"]),
       out: values.out ?? `data/chaos/${seed}-${stamp}`,
       clients: _int(values.clients, "--clients", 10),
       keys: _int(values.keys, "--keys", 3),
@@ -130,7 +133,9 @@ async function main(args: string[]): Promise<number> {
   console.error(
     `chaos: seed ${opts.seed}, ${opts.durationMs / 1000} s, nemesis ${
       opts.faults.join(",") || "none"
-    }, ${opts.nodes} nodes${opts.unsafeLocalReads ? ", UNSAFE local reads" : ""}`,
+    }, ${opts.nodes} nodes${opts.unsafeLocalReads ? ", UNSAFE local reads" : ""}${
+      opts.readMode === "lease" ? ", lease reads" : ""
+    }`,
   );
   const interrupt = new AbortController();
   const live: NonNullable<ChaosOptions["live"]> = {};
@@ -182,4 +187,9 @@ async function main(args: string[]): Promise<number> {
 
 if (import.meta.main) {
   Deno.exit(await main(Deno.args));
+}
+
+function _readMode(v: string | undefined): "readindex" | "lease" {
+  if (v === undefined || v === "readindex" || v === "lease") return v ?? "readindex";
+  throw new _Usage(`--read-mode must be readindex or lease, got "${v}"`);
 }

@@ -25,6 +25,8 @@ export interface ChaosOptions {
   faults: FaultKind[];
   nodes?: number;
   unsafeLocalReads?: boolean;
+  /** The nodes' `--read-mode` (default readindex). */
+  readMode?: "readindex" | "lease";
   /** Output directory (created). */
   out: string;
   clients?: number;
@@ -165,6 +167,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       "--log-level",
       "info",
       ...(opts.unsafeLocalReads ? ["--unsafe-local-reads"] : []),
+      ...(opts.readMode !== undefined ? ["--read-mode", opts.readMode] : []),
     ],
     electionTimeoutMs,
     heartbeatMs,
