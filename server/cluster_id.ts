@@ -2,9 +2,13 @@
  * Cluster identity: derived from the initial member list and persisted in the data directory.
  *
  * The id is the first 16 hex digits of SHA-256 over the sorted `id=host:port` list of the
- * bootstrap `--peers`. It is written to `<dataDir>/CLUSTER_ID` on first start (write temp, fsync,
- * rename); afterwards the persisted id is the node's identity. A node whose data directory holds
- * another cluster's id refuses to start.
+ * bootstrap `--peers`, preceded by the `--initial-cluster-token` when one is given (as in etcd, the
+ * token tells apart two clusters bootstrapped from the same member list). It is written to
+ * `<dataDir>/CLUSTER_ID` on first start (write temp, fsync, rename); afterwards the persisted id is
+ * the node's identity and the bootstrap flags no longer matter (membership lives in the Raft log),
+ * so a node can restart with another `--peers` list, for example after members moved.
+ * Peers check the id on every stream, so a node started on another cluster's data directory is
+ * refused by its peers rather than mixing the two.
  *
  * @example
  * ```ts
@@ -19,14 +23,13 @@
 /** The file holding the cluster id inside a data directory. Never change it. */
 export const CLUSTER_ID_FILE = "CLUSTER_ID";
 
-/** A data directory that belongs to another cluster. */
-export class ClusterIdMismatch extends Error {
-  override name = "ClusterIdMismatch";
-}
-
-/** Derives the cluster id of a bootstrap member list. */
-export async function deriveClusterId(peers: Map<number, string>): Promise<string> {
-  const text = [...peers].sort((a, b) => a[0] - b[0]).map(([id, a]) => `${id}=${a}`).join(",");
+/**
+ * Derives the cluster id of a bootstrap member list and optional token. Without a token the id is
+ * the one earlier versions derived, so existing data directories keep their identity.
+ */
+export async function deriveClusterId(peers: Map<number, string>, token = ""): Promise<string> {
+  const list = [...peers].sort((a, b) => a[0] - b[0]).map(([id, a]) => `${id}=${a}`).join(",");
+  const text = token === "" ? list : `token=${token}\n${list}`;
   const digest = new Uint8Array(
     await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
   );
@@ -66,21 +69,24 @@ export async function writeClusterId(dataDir: string, id: string): Promise<void>
   }
 }
 
+/** What {@linkcode ensureClusterId} found. */
+export interface ClusterIdentity {
+  /** The node's cluster id: the persisted one, or the bootstrap one just persisted. */
+  id: string;
+  /** True when the directory was new and `bootstrap` was written. */
+  created: boolean;
+}
+
 /**
- * Returns the cluster id of `dataDir`: the persisted one if any (it must equal `expected` when
- * given), else `expected` persisted now.
+ * Returns the cluster id of `dataDir`: the persisted one if any, else `bootstrap` persisted now.
+ * A persisted id wins over `bootstrap` (the caller may log the difference).
  */
-export async function ensureClusterId(dataDir: string, expected: string): Promise<string> {
+export async function ensureClusterId(
+  dataDir: string,
+  bootstrap: string,
+): Promise<ClusterIdentity> {
   const have = await readClusterId(dataDir);
-  if (have === undefined) {
-    await writeClusterId(dataDir, expected);
-    return expected;
-  }
-  if (have !== expected) {
-    throw new ClusterIdMismatch(
-      `data directory ${dataDir} belongs to cluster ${have}, but this node is configured for ` +
-        `cluster ${expected} (another --peers list?); refusing to start`,
-    );
-  }
-  return have;
+  if (have !== undefined && have !== "") return { id: have, created: false };
+  await writeClusterId(dataDir, bootstrap);
+  return { id: bootstrap, created: true };
 }

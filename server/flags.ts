@@ -34,6 +34,11 @@ export interface NodeOptions {
    * round while the leader's lease holds; assumes bounded clock drift, see `--help`).
    */
   readMode: ReadMode;
+  /**
+   * Bootstrap-only: mixed into the cluster id so that two clusters created from the same
+   * `--peers` list stay apart (etcd's `--initial-cluster-token`). Empty: derived from --peers only.
+   */
+  clusterToken: string;
   /** Addresses of members of a running cluster to join (empty: bootstrap from --peers). */
   join: string[];
   /** Self-test mode: reads served from local state with no leadership check. Hidden. */
@@ -75,6 +80,10 @@ Options:
                                jump does not matter; a clock running slow on the leader
                                (or fast on a follower) beyond that margin can serve a stale
                                read. A restarted node waits one election timeout before voting.
+  --initial-cluster-token T
+                    bootstrap only: mixed into the cluster id, so clusters created from the
+                    same --peers list refuse each other's messages (default: none). On restart
+                    the data directory's cluster id is used and --peers/this flag are ignored.
   --join H:P[,...]  join a running cluster through these members (start empty; the member
                     must have been added with \`kv member add\` first)
   -h, --help        print this help`;
@@ -139,6 +148,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
         "heartbeat-ms": { type: "string", default: "100" },
         "snapshot-entries": { type: "string", default: "10000" },
         "read-mode": { type: "string", default: "readindex" },
+        "initial-cluster-token": { type: "string", default: "" },
         join: { type: "string" },
         "unsafe-local-reads": { type: "boolean", default: false },
         "exit-with-parent": { type: "boolean", default: false },
@@ -194,6 +204,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     heartbeatMs,
     snapshotEntries,
     readMode,
+    clusterToken: values["initial-cluster-token"],
     join,
     unsafeLocalReads: values["unsafe-local-reads"],
     exitWithParent: values["exit-with-parent"],

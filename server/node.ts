@@ -165,10 +165,15 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     if (have === undefined) await writeClusterId(opts.dataDir, theirs);
     clusterId = theirs;
   } else {
-    try {
-      clusterId = await ensureClusterId(opts.dataDir, await deriveClusterId(opts.peers));
-    } catch (e) {
-      throw new StartError(_errMsg(e));
+    const bootstrap = await deriveClusterId(opts.peers, opts.clusterToken);
+    const identity = await ensureClusterId(opts.dataDir, bootstrap);
+    clusterId = identity.id;
+    if (!identity.created && identity.id !== bootstrap) {
+      // Like etcd: bootstrap flags only matter on first start; membership lives in the log.
+      log.info(
+        `data directory ${opts.dataDir} belongs to cluster ${identity.id}; --peers and ` +
+          `--initial-cluster-token are bootstrap-only and are ignored on restart`,
+      );
     }
   }
 
@@ -187,13 +192,17 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   let store: RaftLogStore;
   const voters = [...opts.peers.keys()].sort((a, b) => a - b);
   try {
-    store = await RaftLogStore.open(`${opts.dataDir}/raft`, {
-      confState: joining ? undefined : { voters, learners: [] },
-    });
+    store = await RaftLogStore.open(`${opts.dataDir}/raft`);
   } catch (e) {
     await engine.close().catch(() => {});
     throw new StartError(`cannot open the Raft log in ${opts.dataDir}/raft: ${_errMsg(e)}`);
   }
+  // `--peers` configures the Raft group only on a fresh log (the bootstrap entries then record
+  // it). Afterwards the configuration is the log's own (its snapshot plus the conf changes after
+  // it), whatever `--peers` says now: a restart with another list must not invent voters.
+  const fresh = store.lastIndex() === 0 && store.snapshot().meta.index === 0 &&
+    store.initialState().hardState.term === 0;
+  const bootVoters = fresh && !joining ? voters : [];
   const sm = StateMachine.open(engine, { log: (m) => log.error(m) });
   const snapDir = `${opts.dataDir}/snap`;
   const logSnap = store.snapshot().meta.index;
@@ -228,7 +237,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     maxSizePerMsg: 8 * 1024 * 1024,
     maxInflightMsgs: 256,
     applied: Math.min(sm.applied, store.initialState().hardState.commit),
-    peers: joining ? [] : voters,
+    peers: bootVoters,
   });
   log.setState(() => ({ role: node.role, term: node.term }));
 
