@@ -608,9 +608,9 @@ Deno.test("a node's HTTP/2 port survives hostile input and keeps serving", async
       await stillServes();
     });
 
-    await t.step(
-      "CONTINUATION floods (empty and 1-byte frames) do not pile up in memory",
-      async () => {
+    await t.step({
+      name: "CONTINUATION floods (empty and 1-byte frames) do not pile up in memory",
+      fn: async () => {
         // CVE-2024-27316 style: a header block that never ends, in as many frames as possible.
         // Empty frames add no bytes to the block; 1-byte frames stay under any block-size cap for
         // a long time. Either way the node may cut the connection, but must not keep an object
@@ -645,54 +645,59 @@ Deno.test("a node's HTTP/2 port survives hostile input and keeps serving", async
         }
         await stillServes();
       },
-    );
+    });
 
-    await t.step("a client that never reads: the node's memory stays bounded", async () => {
-      // A PING flood (CVE-2019-9512 style): every frame asks for an answer the client never
-      // reads. The node must stop reading (TCP backpressure) or drop the connection, not queue
-      // answers without bound.
-      const pid = cluster.node(1).pid!;
-      const before = await rssKiB(pid);
-      const c = await open({ read: false });
-      const ping = frame(PING, 0, 0, new Uint8Array(8));
-      const chunk = concat(Array.from({ length: 60_000 }, () => ping)); // ~1 MiB
-      const total = 64; // chunks: ~64 MiB of PINGs
-      let sent = 0;
-      let stop = false;
-      let refused = false;
-      const writer = (async () => {
-        try {
-          for (; sent < total && !stop; sent++) await c.send(chunk);
-        } catch {
-          refused = true; // the node closed the connection
+    await t.step({
+      name: "a client that never reads: the node's memory stays bounded",
+      fn: async () => {
+        // A PING flood (CVE-2019-9512 style): every frame asks for an answer the client never
+        // reads. The node must stop reading (TCP backpressure) or drop the connection, not queue
+        // answers without bound.
+        const pid = cluster.node(1).pid!;
+        const before = await rssKiB(pid);
+        const c = await open({ read: false });
+        const ping = frame(PING, 0, 0, new Uint8Array(8));
+        const chunk = concat(Array.from({ length: 60_000 }, () => ping)); // ~1 MiB
+        const total = 64; // chunks: ~64 MiB of PINGs
+        let sent = 0;
+        let stop = false;
+        let refused = false;
+        const writer = (async () => {
+          try {
+            for (; sent < total && !stop; sent++) await c.send(chunk);
+          } catch {
+            refused = true; // the node closed the connection
+          }
+        })();
+        let writerDone = false;
+        writer.then(() => writerDone = true);
+        // Either every chunk goes out (the node kept reading), the writes stall (the node stopped
+        // reading: no progress for 3 s), or the node closes the connection.
+        let stalled = false;
+        for (let last = -1, since = Date.now(); !writerDone;) {
+          if (sent !== last) [last, since] = [sent, Date.now()];
+          else if (Date.now() - since > 3_000) {
+            stalled = true;
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 100));
         }
-      })();
-      let writerDone = false;
-      writer.then(() => writerDone = true);
-      // Either every chunk goes out (the node kept reading), the writes stall (the node stopped
-      // reading: no progress for 3 s), or the node closes the connection.
-      let stalled = false;
-      for (let last = -1, since = Date.now(); !writerDone;) {
-        if (sent !== last) [last, since] = [sent, Date.now()];
-        else if (Date.now() - since > 3_000) {
-          stalled = true;
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      // The node may still be working through what it read: watch its memory for 2 s more.
-      const grew = await peakGrowth(pid, before, 2_000);
-      // Read at last: a node that stopped reading resumes, and the pending write completes.
-      stop = true;
-      c.drain();
-      await writer;
-      await c.close();
-      assert.ok(
-        grew < 32 * 1024,
-        `node RSS grew by ${(grew / 1024).toFixed(0)} MiB after ${sent} MiB of unanswered PINGs ` +
-          `(stalled=${stalled}, closed by node=${refused})`,
-      );
-      await stillServes();
+        // The node may still be working through what it read: watch its memory for 2 s more.
+        const grew = await peakGrowth(pid, before, 2_000);
+        // Read at last: a node that stopped reading resumes, and the pending write completes.
+        stop = true;
+        c.drain();
+        await writer;
+        await c.close();
+        assert.ok(
+          grew < 32 * 1024,
+          `node RSS grew by ${
+            (grew / 1024).toFixed(0)
+          } MiB after ${sent} MiB of unanswered PINGs ` +
+            `(stalled=${stalled}, closed by node=${refused})`,
+        );
+        await stillServes();
+      },
     });
   } catch (e) {
     console.error(cluster.dumpLogs(40));

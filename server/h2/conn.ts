@@ -48,6 +48,8 @@ import {
 } from "./wire.ts";
 
 const READ_SIZE = 64 * 1024;
+/** Unwritten output above which a connection stops reading until its write in flight ends. */
+const MAX_PENDING_OUTPUT = 1024 * 1024;
 /**
  * A connection whose unwritten output exceeds this is dropped: its client sends but does not read
  * (DATA is bounded by the client's windows; HEADERS, PING and SETTINGS acknowledgements are not).
@@ -89,7 +91,7 @@ export class H2Conn {
   // Header block assembly (HEADERS + CONTINUATION).
   #contStream = 0;
   #contEndStream = false;
-  #contParts: Uint8Array[] = [];
+  #contBuf = new Uint8Array(0);
   #contBytes = 0;
   // Partial frame carried over between reads.
   #carry = new Uint8Array(READ_SIZE);
@@ -124,6 +126,12 @@ export class H2Conn {
     const chunk = new Uint8Array(READ_SIZE);
     try {
       while (!this.#dead) {
+        // Backpressure: a peer that does not read must not make us queue answers (PING and
+        // SETTINGS ACKs, response HEADERS) without bound: wait for the write in flight.
+        while (this.#writing && this.#out.length + this.#inFlightBytes > MAX_PENDING_OUTPUT) {
+          await new Promise<void>((r) => this.#writeDone = r);
+        }
+        if (this.#dead) break;
         let n: number | null;
         try {
           n = await this.#conn.read(chunk);
@@ -492,7 +500,7 @@ export class H2Conn {
     }
     this.#contStream = sid;
     this.#contEndStream = endStream;
-    this.#contParts = [b.slice(start, end)];
+    this.#contBuf = b.slice(start, end);
     this.#contBytes = end - start;
   }
 
@@ -504,15 +512,17 @@ export class H2Conn {
     if (this.#contBytes > MAX_HEADER_BLOCK) {
       return this.#connError(H2_ENHANCE_YOUR_CALM, "header block too large");
     }
-    this.#contParts.push(frag.slice());
-    if ((flags & FLAG_END_HEADERS) === 0) return;
-    const block = new Uint8Array(this.#contBytes);
-    let o = 0;
-    for (const p of this.#contParts) {
-      block.set(p, o);
-      o += p.length;
+    if (frag.length > 0) {
+      if (this.#contBytes > this.#contBuf.length) {
+        const grown = new Uint8Array(Math.max(this.#contBytes, this.#contBuf.length * 2));
+        grown.set(this.#contBuf.subarray(0, this.#contBytes - frag.length));
+        this.#contBuf = grown;
+      }
+      this.#contBuf.set(frag, this.#contBytes - frag.length);
     }
-    this.#contParts = [];
+    if ((flags & FLAG_END_HEADERS) === 0) return;
+    const block = this.#contBuf.subarray(0, this.#contBytes);
+    this.#contBuf = new Uint8Array(0);
     this.#contStream = 0;
     this.#onHeaderBlock(sid, this.#contEndStream, block);
   }
@@ -740,6 +750,7 @@ export class H2Conn {
     this.#writing = true;
     this.#write(w.bytes()).then(() => {
       this.#writing = false;
+      this.#wakeReader();
       this.#inFlightBytes = 0;
       w.reset();
       try {
@@ -750,10 +761,19 @@ export class H2Conn {
       }
     }, () => {
       this.#writing = false;
+      this.#wakeReader();
       this.#dead = true;
       this.#cancelAll();
       this.#close();
     });
+  }
+
+  /** Resolves the read loop's wait for the write in flight (backpressure). */
+  #writeDone: (() => void) | undefined;
+  #wakeReader(): void {
+    const r = this.#writeDone;
+    this.#writeDone = undefined;
+    r?.();
   }
 
   async #write(b: Uint8Array): Promise<void> {
