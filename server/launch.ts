@@ -7,8 +7,9 @@
  * - `--allow-net` = the hosts of its own listen address, its peers and its `--join` members (any
  *   port on those hosts: members added at run time get new ports; a member on a new host needs
  *   that host in `extraNetHosts`);
- * - `--allow-read` = its data directory and the repository's `protos/` (read by proto-loader at
- *   start-up);
+ * - `--allow-read` = its data directory, the repository's `protos/` (read by proto-loader at
+ *   start-up) and `storage/` (the storage engine starts its compaction worker from
+ *   `storage/compaction_worker.ts`; without it compactions run on the node's main thread);
  * - `--allow-write` = its data directory;
  * - `--allow-env` = the few variables grpc-js reads ({@linkcode NODE_ENV_VARS});
  * - `--allow-sys` = the host facts Node's `os`/`net` modules ask for ({@linkcode NODE_SYS}).
@@ -116,7 +117,7 @@ export function nodeCommand(opts: NodeCommandOptions): { cmd: string; args: stri
   const join = _flagValue(extra, "--join");
   if (join !== undefined) { for (const a of _addresses(join)) net.add(_host(a)); }
   for (const h of opts.extraNetHosts ?? []) net.add(h);
-  const read = [opts.dataDir, `${REPO_ROOT}/protos`];
+  const read = [opts.dataDir, `${REPO_ROOT}/protos`, `${REPO_ROOT}/storage`];
   const args = [
     "run",
     "--quiet",

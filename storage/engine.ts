@@ -291,8 +291,8 @@ export class KVEngine {
   readonly #workerMinBytes: number;
   #worker: Worker | undefined;
   #jobId = 0;
+  #workerJobs = 0;
   #onImm: (() => void) | undefined;
-  #rejectJob: ((e: unknown) => void) | undefined;
 
   private constructor(dir: string, options: KVEngineOptions) {
     this.#fs = options.fs ?? new DenoFs();
@@ -311,7 +311,23 @@ export class KVEngine {
     this.#log = options.log ?? ((m) => console.warn(`concordkv storage: ${m}`));
     this.#cache = new BlockCache(options.blockCacheBytes ?? 8 * 1024 * 1024, recycleBlock);
     this.#workerMinBytes = options.workerMinBytes ?? 4 * 1024 * 1024;
-    this.#useWorker = (options.compactionWorker ?? options.fs === undefined) && _workerAllowed();
+    const wantWorker = options.compactionWorker ?? options.fs === undefined;
+    this.#useWorker = wantWorker && _workerAllowed();
+    if (wantWorker && !this.#useWorker) {
+      this.#log(
+        `compaction worker unavailable (no --allow-read on ${
+          decodeURIComponent(_WORKER_URL.pathname.replace(/\/[^/]*$/, ""))
+        }); compacting in-thread`,
+      );
+    }
+  }
+
+  /**
+   * True when large compactions run on the worker thread; false when they run in-thread
+   * (disabled, a test file system, or the worker module not readable — logged once at open).
+   */
+  get usesCompactionWorker(): boolean {
+    return this.#useWorker;
   }
 
   /**
@@ -1310,7 +1326,6 @@ export class KVEngine {
       },
     );
     const job = new Promise<CompactionReply>((resolve, reject) => {
-      this.#rejectJob = reject;
       worker.onmessage = (ev: MessageEvent<CompactionReply>) => resolve(ev.data);
       worker.onerror = (ev) => {
         ev.preventDefault();
@@ -1320,24 +1335,21 @@ export class KVEngine {
     worker.postMessage(req);
     const settled = job.then((r) => ({ r }), (e: unknown) => ({ e }));
     let reply: CompactionReply;
-    try {
-      for (;;) {
-        if (this.#imm !== null && !this.#inlineFlush && !this.#closed) {
-          await this.#flushInline();
-          continue;
-        }
-        const immReady = new Promise<undefined>((r) => this.#onImm = () => r(undefined));
-        const res = await Promise.race([settled, immReady]);
-        this.#onImm = undefined;
-        if (res === undefined) continue;
-        if ("e" in res) throw res.e;
-        reply = res.r;
-        break;
+    for (;;) {
+      if (this.#imm !== null && !this.#inlineFlush && !this.#closed) {
+        await this.#flushInline();
+        continue;
       }
-    } finally {
-      this.#rejectJob = undefined;
+      const immReady = new Promise<undefined>((r) => this.#onImm = () => r(undefined));
+      const res = await Promise.race([settled, immReady]);
+      this.#onImm = undefined;
+      if (res === undefined) continue;
+      if ("e" in res) throw res.e;
+      reply = res.r;
+      break;
     }
     if (this.#closed) throw new ClosedError("closed during compaction");
+    if (reply.ok) this.#workerJobs++;
     if (!reply.ok) {
       if (reply.kind === "Corruption") {
         throw new CorruptionError(reply.message.replace(/ \(file .*\)$/, ""), {
@@ -1415,6 +1427,7 @@ export class KVEngine {
     lastSeq: number;
     cacheHits: number;
     cacheMisses: number;
+    workerCompactions: number;
   } {
     return {
       levels: this.#version.levels.map((lv) => ({
@@ -1425,6 +1438,7 @@ export class KVEngine {
       lastSeq: this.#lastSeq,
       cacheHits: this.#cache.hits,
       cacheMisses: this.#cache.misses,
+      workerCompactions: this.#workerJobs,
     };
   }
 
@@ -1442,11 +1456,12 @@ export class KVEngine {
     this.#closed = true;
     this.#failQueued(new ClosedError());
     this.#onImm?.();
-    // Abandon a running worker compaction: its temporary outputs are deleted on the next open.
+    // A running worker compaction is let finish (its outputs are then dropped as temporary files,
+    // deleted on the next open): terminating the worker mid-write would leave its thread writing
+    // into the directory after the lock is released.
+    while (this.#bg !== undefined) await this.#bg.catch(() => {});
     this.#worker?.terminate();
     this.#worker = undefined;
-    this.#rejectJob?.(new ClosedError("closed during compaction"));
-    while (this.#bg !== undefined) await this.#bg.catch(() => {});
     this.#notifyProgress();
     this.#closeFiles();
     this.#lock?.release();

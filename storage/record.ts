@@ -27,8 +27,13 @@ export const MAX_RECORD_PAYLOAD = 64 * 1024 * 1024;
 
 /** CRC-32 of `type` followed by `payload`. */
 export function recordCrc(type: number, payload: Uint8Array): number {
-  return crc32(payload, crc32(Uint8Array.of(type))) >>> 0;
+  let seed = _typeCrc[type & 0xff]!;
+  if (seed < 0) seed = _typeCrc[type & 0xff] = crc32(Uint8Array.of(type)) >>> 0;
+  return crc32(payload, seed) >>> 0;
 }
+
+/** CRC-32 of each one-byte type, computed on first use (-1: not yet). */
+const _typeCrc: number[] = new Array(256).fill(-1);
 
 /**
  * Encodes one record into `out` at `offset`; returns the offset after it.

@@ -49,6 +49,8 @@ const _EMPTY = new Uint8Array(0);
 export class WalEncoder {
   #w = new ByteWriter(64 * 1024);
   #count = 0;
+  #slab = new Uint8Array(0);
+  #slabPos = 0;
   /** Starts a group whose first entry gets sequence `firstSeq`. */
   begin(firstSeq: number): void {
     const w = this.#w;
@@ -77,7 +79,10 @@ export class WalEncoder {
   get size(): number {
     return this.#w.length;
   }
-  /** Completes the record; the returned buffer belongs to the caller. */
+  /**
+   * Completes the record. The returned bytes are never written again by the encoder (they may
+   * be a view into a buffer shared with other small records).
+   */
   finish(): Uint8Array {
     const w = this.#w;
     const buf = w.buf;
@@ -87,14 +92,33 @@ export class WalEncoder {
     buf[p + 1] = (c >>> 8) & 0xff;
     buf[p + 2] = (c >>> 16) & 0xff;
     buf[p + 3] = (c >>> 24) & 0xff;
-    // One exact-size copy per group: the memtable keeps views into it, the encoder keeps its
-    // scratch buffer (shrunk again after an unusually large group).
-    const out = buf.slice(0, w.length);
+    // One copy per group, which the memtable keeps views into; the encoder keeps its scratch
+    // buffer (shrunk again after an unusually large group). Small groups (single puts) are
+    // copied into a shared slab rather than each into its own ArrayBuffer: a million tiny
+    // backing stores, freed only by full GCs, cost far more memory than the bytes they hold.
+    const n = w.length;
+    let out: Uint8Array;
+    if (n <= _SLAB_MAX_RECORD) {
+      if (this.#slab.length - this.#slabPos < n) {
+        this.#slab = new Uint8Array(_SLAB_BYTES);
+        this.#slabPos = 0;
+      }
+      out = this.#slab.subarray(this.#slabPos, this.#slabPos + n);
+      this.#slabPos += n;
+      out.set(buf.subarray(0, n));
+    } else {
+      out = buf.slice(0, n);
+    }
     encodeRecordInto(out, 0, { type: WAL_GROUP, payload: out.subarray(RECORD_HEADER_SIZE) });
     if (buf.length > 1 << 20) this.#w = new ByteWriter(64 * 1024);
     return out;
   }
 }
+
+/** Size of the shared buffers small group records are copied into. */
+const _SLAB_BYTES = 256 * 1024;
+/** Groups up to this size go into a slab; larger ones get their own buffer. */
+const _SLAB_MAX_RECORD = 16 * 1024;
 
 /** Calls `fn` for each entry of a group payload, with views into `payload`. */
 export function decodeGroup(
