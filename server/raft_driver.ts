@@ -20,6 +20,9 @@
  *   while its lease holds; the driver ends the lease early when the real time since the tick
  *   that started it (a monotonic clock) reached the lease length, so a stalled process (a GC
  *   pause, SIGSTOP) never serves a read from a lease its ticks did not see run out.
+ * - Local snapshots (every `entries` applied entries): the engine view is taken between two
+ *   applies; the engine flush that makes it durable runs beside the loop, and the snapshot is
+ *   recorded in the log (and the log compacted) once it finished.
  * - Deadlines: a request keeps its deadline in its waiter; the tick handler fails the expired
  *   ones (one timer is armed only for a deadline that falls before the next tick), so no timer
  *   is created per request.
@@ -183,6 +186,8 @@ export class RaftDriver {
   #snapIndex: number;
   readonly #sendingSnap = new Set<number>();
   #bytesSinceSnap = 0;
+  /** The background part of a local snapshot (engine flush, then log snapshot + compaction). */
+  #snapTask: Promise<void> | undefined;
 
   constructor(opts: DriverOptions) {
     this.#o = opts;
@@ -222,24 +227,49 @@ export class RaftDriver {
     }
   }
 
-  /** After apply: snapshot and compact the log once enough entries were applied. */
-  async #maybeSnapshot(): Promise<void> {
+  /**
+   * After apply: snapshot and compact the log once enough entries were applied. The engine view
+   * and the membership are taken now, at exactly `applied` (no apply is running: the Ready loop
+   * calls this between applies); making the engine durable up to there (one WAL fdatasync of
+   * everything applied since the last snapshot, milliseconds to tens of milliseconds) runs in the
+   * background, and only then is the snapshot recorded in the log and the log compacted. The
+   * Ready loop does not wait for it: the pipeline keeps persisting, replicating and applying.
+   */
+  #maybeSnapshot(): void {
     const so = this.#o.snapshots;
-    if (so === undefined) return;
+    if (so === undefined || this.#snapTask !== undefined) return;
     const applied = this.#o.sm.applied;
     if (applied - this.#snapIndex < so.entries && this.#bytesSinceSnap < SNAPSHOT_BYTES) return;
     this.#bytesSinceSnap = 0;
+    const view = so.engine.snapshot();
+    const cs = this.node.confState();
     // The engine runs without fsync: make it durable up to `applied` before the log forgets.
-    await so.engine.flush();
-    const store = this.#o.store;
-    store.createSnapshot(applied, this.node.confState());
-    this.#snapIndex = applied;
-    this.#pin(applied, so.engine.snapshot());
-    const compactTo = applied - so.keepEntries;
-    if (compactTo > store.firstIndex() - 1) store.compact(compactTo);
-    this.#o.log.info(
-      `snapshot at ${applied}; log now [${store.firstIndex()}, ${store.lastIndex()}]`,
-    );
+    this.#snapTask = so.engine.flush().then(
+      () => {
+        // Stopped, or a snapshot received from the leader was installed meanwhile.
+        if (this.#stopped || applied <= this.#snapIndex) {
+          view.release();
+          return;
+        }
+        const store = this.#o.store;
+        store.createSnapshot(applied, cs);
+        this.#snapIndex = applied;
+        this.#pin(applied, view);
+        const compactTo = applied - so.keepEntries;
+        if (compactTo > store.firstIndex() - 1) store.compact(compactTo);
+        this.#o.log.info(
+          `snapshot at ${applied}; log now [${store.firstIndex()}, ${store.lastIndex()}]`,
+        );
+      },
+      (e) => {
+        view.release();
+        if (!this.#stopped) {
+          this.#o.log.warn(`snapshot at ${applied} failed: ${e instanceof Error ? e.message : e}`);
+        }
+      },
+    ).finally(() => {
+      this.#snapTask = undefined;
+    });
   }
 
   #sendMessages(msgs: Message[]): void {
@@ -681,14 +711,22 @@ export class RaftDriver {
     // A Ready that only moves the commit index needs no fsync (etcd's MustSync): the record stays
     // buffered and reaches the disk with the next sync; a lost commit index is relearned.
     const syncing = rd.mustSync ? store.sync() : undefined;
-    if (early !== undefined) await early;
-    if (syncing !== undefined) await syncing;
+    if (syncing !== undefined) {
+      // A failed sync is fatal and reported first; the early apply's outcome is awaited below.
+      early?.catch(() => {});
+      await syncing;
+    }
     if (snap !== undefined) await this.#installSnapshot(snap.meta.index, snapFile);
     const last = rd.entries[rd.entries.length - 1];
     if (last !== undefined) this.#durableLast = last.index;
+    // The acknowledgements (and votes) depend on what was just persisted, never on applying:
+    // they leave as soon as the fsync is done, not after the early apply, which can wait behind
+    // the KV engine (a memtable switch syncs the old engine WAL, tens of milliseconds on every
+    // node at the same moment, since all apply the same writes).
     if (late.length > 0) this.#sendMessages(late);
+    if (early !== undefined) await early;
     if (split < ce.length) await this.#apply(split === 0 ? ce : ce.slice(split));
-    if (ce.length > 0) await this.#maybeSnapshot();
+    if (ce.length > 0) this.#maybeSnapshot();
     if (rd.readStates.length > 0) this.#onReadStates(rd.readStates);
     this.#serveReads();
   }
@@ -804,6 +842,7 @@ export class RaftDriver {
     if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
     await this.idle();
+    await this.#snapTask;
     if (this.#pinned !== undefined && this.#pinned.refs === 0) this.#pinned.view.release();
     this.#pinned = undefined;
     const e = new DriverError("stopped", "node is shutting down", this.#leader);

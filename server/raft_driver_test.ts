@@ -39,11 +39,50 @@ function app(from: number, term: number, prev: [number, number], ents: Entry[], 
   });
 }
 
+/** Holds calls of one method (`gate.on`) until `open()`; the held calls then proceed. */
+function gate() {
+  const g = {
+    on: false,
+    held: 0,
+    waiters: [] as (() => void)[],
+    wait(): Promise<void> {
+      g.held++;
+      return new Promise((r) => g.waiters.push(r));
+    },
+    open(): void {
+      g.on = false;
+      for (const r of g.waiters.splice(0)) r();
+    },
+  };
+  return g;
+}
+
+/** `obj` with `method` held by `g` while `g.on`. */
+function gated<T extends object>(obj: T, method: string, g: ReturnType<typeof gate>): T {
+  return new Proxy(obj, {
+    get(t, p) {
+      const v = Reflect.get(t, p, t);
+      if (typeof v !== "function") return v;
+      const f = v.bind(t);
+      if (p !== method) return f;
+      return async (...args: unknown[]) => {
+        if (g.on) await g.wait();
+        return await f(...args);
+      };
+    },
+  });
+}
+
 /** A follower (node 2 of 1..3) over a real log in `dir` and an in-memory engine. */
-async function follower(dir: string, hangSyncs: { on: boolean }) {
+async function follower(
+  dir: string,
+  hangSyncs: { on: boolean },
+  opts: { applyGate?: ReturnType<typeof gate>; flushGate?: ReturnType<typeof gate> } = {},
+) {
   const store = await RaftLogStore.open(dir);
   const engine = await KVEngine.open("/sm", { fs: new MemFs(), sync: "none" });
-  const sm = StateMachine.open(engine);
+  const realSm = StateMachine.open(engine);
+  const sm = opts.applyGate === undefined ? realSm : gated(realSm, "apply", opts.applyGate);
   const node = new RaftNode({
     id: 2,
     storage: store,
@@ -71,8 +110,29 @@ async function follower(dir: string, hangSyncs: { on: boolean }) {
     send: (msgs) => sent.push(...msgs),
     tickMs: 100,
     epoch: 1,
+    snapshots: opts.flushGate === undefined ? undefined : {
+      engine: gated(engine, "flush", opts.flushGate),
+      dir,
+      entries: 3,
+      keepEntries: 1,
+      send: () => Promise.reject(new Error("not in this test")),
+    },
   });
-  return { store, sm, node, driver, sent };
+  return { store, sm: realSm, node, driver, sent };
+}
+
+/** The highest index node 2 acknowledged to the leader. */
+function acked(sent: Message[]): number {
+  let max = 0;
+  for (const m of sent) {
+    if (m.type === MessageType.AppResp && !m.reject) max = Math.max(max, m.index);
+  }
+  return max;
+}
+
+/** Lets the driver's promise chains run (no timers involved). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 0));
 }
 
 Deno.test("driver: a log suffix overwritten in one Ready is not applied before it is durable", async () => {
@@ -148,6 +208,63 @@ Deno.test("driver: a write that times out after it was forwarded fails as a time
     await b.driver.stop();
     await b.store.close();
     await Deno.remove(b.store.dir, { recursive: true });
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("driver: a follower acknowledges new entries while its apply is held", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  const applyGate = gate();
+  try {
+    const a = await follower(dir, { on: false }, { applyGate });
+    a.driver.receive([app(1, 2, [3, 1], [4, 5, 6].map((i) => entry(i, 2, `a${i}`)), 3)]);
+    await a.driver.idle();
+    assert.equal(acked(a.sent), 6);
+    // 4..6 commit (durable here: applied beside the next fsync) while 7 arrives; the engine
+    // write of that apply is held (as a memtable switch holds it).
+    applyGate.on = true;
+    a.driver.receive([app(1, 2, [6, 2], [entry(7, 2, "a7")], 6)]);
+    await settle();
+    assert.equal(applyGate.held, 1, "the apply of 4..6 is in progress");
+    assert.equal(a.sm.applied, 3);
+    assert.equal(acked(a.sent), 7, "7 is acknowledged once durable, before 4..6 are applied");
+    applyGate.open();
+    await a.driver.idle();
+    assert.equal(a.sm.applied, 6);
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("driver: the engine flush of a local snapshot does not hold the Ready loop", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  const flushGate = gate();
+  try {
+    const a = await follower(dir, { on: false }, { flushGate });
+    flushGate.on = true;
+    // Entries 4..6 committed: applied reaches 6, 3 past the last snapshot (threshold 3).
+    a.driver.receive([app(1, 2, [3, 1], [4, 5, 6].map((i) => entry(i, 2, `a${i}`)), 6)]);
+    await a.driver.idle();
+    await settle();
+    assert.equal(a.sm.applied, 6);
+    assert.equal(flushGate.held, 1, "the snapshot's engine flush started");
+    assert.equal(a.store.snapshot().meta.index, 0, "no snapshot recorded before the flush");
+    // The loop goes on meanwhile: 7..8 are persisted, acknowledged and applied.
+    a.driver.receive([app(1, 2, [6, 2], [7, 8].map((i) => entry(i, 2, `a${i}`)), 8)]);
+    await a.driver.idle();
+    assert.equal(acked(a.sent), 8);
+    assert.equal(a.sm.applied, 8);
+    // Once durable, the snapshot is recorded at the index its view was taken at (6, not 8),
+    // and the log is compacted behind it (keepEntries 1).
+    flushGate.open();
+    await settle();
+    assert.equal(a.store.snapshot().meta.index, 6);
+    assert.equal(a.store.firstIndex(), 6);
     await a.driver.stop();
     await a.store.close();
   } finally {
