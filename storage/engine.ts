@@ -57,8 +57,10 @@ export interface KVEngineOptions {
   /**
    * `"always"` (default): a write resolves after its WAL record is fdatasync'ed (concurrent
    * writes share one fdatasync). `"batch"`: the same guarantee, and the commit loop waits one
-   * macrotask to gather more concurrent writers into each fdatasync. `"none"`: no fdatasync;
-   * call {@link KVEngine.flush} to make everything written so far durable.
+   * macrotask to gather more concurrent writers into each fdatasync. `"none"`: writes wait for no
+   * fdatasync (one runs in the background after every 512 KiB of WAL, so a crash loses at most
+   * about that much, always a suffix); call {@link KVEngine.flush} to make everything written so
+   * far durable.
    */
   sync?: SyncMode;
   /** MemTable size that triggers a flush (default 4 MiB). */
@@ -141,6 +143,8 @@ function _yieldToEventLoop(): Promise<void> {
   return new Promise((r) => setImmediate(r));
 }
 const _MAX_SEQ = Number.MAX_SAFE_INTEGER;
+/** Under sync "none", a background WAL fdatasync starts after this many appended bytes. */
+const _WAL_BYTES_PER_SYNC = 512 * 1024;
 
 function _logName(n: number): string {
   return `${String(n).padStart(6, "0")}.log`;
@@ -276,7 +280,13 @@ export class KVEngine {
 
   #queue: Array<_Pending | _Exclusive> = [];
   #committing = false;
+  /** The running commit loop, awaited by close(). */
+  #commitRun: Promise<void> = Promise.resolve();
   #closed = false;
+  /** Set when close() begins: later writes and exclusive operations are refused. */
+  #closing: Promise<void> | undefined;
+  /** Table deletions started by #unref, awaited by close(). */
+  #removals = new Set<Promise<void>>();
   #failure: unknown = undefined;
 
   #bg: Promise<void> | undefined;
@@ -285,6 +295,10 @@ export class KVEngine {
   #snapshots = new Map<number, number>();
   #compactPointer: Array<Uint8Array | undefined> = new Array(NUM_LEVELS).fill(undefined);
   #dirty = false;
+  /** Bytes appended to the current WAL since a background sync last started (sync "none"). */
+  #walUnsynced = 0;
+  /** A running background fdatasync of the current WAL (sync "none"); see #commitGroup. */
+  #walSyncing: Promise<void> | undefined;
   #manifestChain: Promise<void> = Promise.resolve();
   #inlineFlush = false;
   readonly #useWorker: boolean;
@@ -566,7 +580,10 @@ export class KVEngine {
           this.#live.delete(t.number);
           t.table.close();
           if (!this.#closed) {
-            this.#fs.remove(t.table.path).catch((e) => this.#log(`remove ${t.table.path}: ${e}`));
+            const r = this.#fs.remove(t.table.path)
+              .catch((e) => this.#log(`remove ${t.table.path}: ${e}`))
+              .finally(() => this.#removals.delete(r));
+            this.#removals.add(r);
           }
         }
       }
@@ -592,6 +609,12 @@ export class KVEngine {
   /** Reads keep working after a background failure (only writes stop). */
   #checkOpen(): void {
     if (this.#closed) throw new ClosedError();
+  }
+
+  /** #check for a new operation: also refused once close() has begun. */
+  #checkAccept(): void {
+    if (this.#closing !== undefined) throw new ClosedError();
+    this.#check();
   }
 
   #check(): void {
@@ -653,7 +676,7 @@ export class KVEngine {
   write(batch: BatchOp[]): Promise<void> {
     let bytes: number;
     try {
-      this.#check();
+      this.#checkAccept();
       bytes = this.#validate(batch);
     } catch (e) {
       return Promise.reject(e);
@@ -661,7 +684,7 @@ export class KVEngine {
     if (batch.length === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ entries: batch, bytes, resolve, reject });
-      if (!this.#committing) this.#commitLoop();
+      if (!this.#committing) this.#commitRun = this.#commitLoop();
     });
   }
 
@@ -669,7 +692,7 @@ export class KVEngine {
   #exclusive(fn: () => Promise<void>): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ fn, resolve, reject });
-      if (!this.#committing) this.#commitLoop();
+      if (!this.#committing) this.#commitRun = this.#commitLoop();
     });
   }
 
@@ -745,7 +768,13 @@ export class KVEngine {
     try {
       await wal.append(record);
       if (this.#sync !== "none") await wal.sync();
-      else this.#dirty = true;
+      else {
+        this.#dirty = true;
+        this.#walUnsynced += record.length;
+        if (this.#walUnsynced >= _WAL_BYTES_PER_SYNC && this.#walSyncing === undefined) {
+          this.#startWalSync(wal);
+        }
+      }
     } catch (e) {
       // The WAL's state is unknown: refuse further writes rather than risk a hole.
       this.#failure = e;
@@ -755,6 +784,30 @@ export class KVEngine {
     // Keys and values become views into the record buffer: one allocation per group.
     decodeGroup(record.subarray(9), (seq, kind, key, value) => mem.add(key, seq, kind, value));
     this.#lastSeq = first + count - 1;
+  }
+
+  /**
+   * Under sync "none", starts an fdatasync of `wal` without making writes wait for it, so the
+   * sync at the next memtable switch (which must make the sealed segment durable before the new
+   * segment's writes can be) finds at most ~_WAL_BYTES_PER_SYNC unsynced bytes instead of a whole
+   * segment. A failure stops the engine, as a failed WAL write does.
+   */
+  #startWalSync(wal: StorageFile): void {
+    this.#walUnsynced = 0;
+    const run = wal.sync().catch((e) => {
+      if (this.#failure === undefined && !this.#closed) {
+        this.#failure = e;
+        this.#log(`WAL sync failed, engine stopped: ${e}`);
+      }
+    }).finally(() => {
+      if (this.#walSyncing === run) this.#walSyncing = undefined;
+    });
+    this.#walSyncing = run;
+  }
+
+  /** Waits for a background WAL sync (before the WAL is synced, switched or closed). */
+  async #walSyncDone(): Promise<void> {
+    while (this.#walSyncing !== undefined) await this.#walSyncing;
   }
 
   async #makeRoomForWrite(): Promise<void> {
@@ -782,7 +835,9 @@ export class KVEngine {
     const old = this.#wal!;
     // The sealed segment is synced, so only the newest segment can ever have a torn tail, and
     // the new segment's name is made durable before any acknowledged write depends on it.
+    await this.#walSyncDone();
     await old.sync();
+    this.#walUnsynced = 0;
     await fs.syncDir(this.#dir);
     this.#dirty = false;
     this.#oldWals.push(old);
@@ -814,11 +869,12 @@ export class KVEngine {
    */
   flush(): Promise<void> {
     try {
-      this.#check();
+      this.#checkAccept();
     } catch (e) {
       return Promise.reject(e);
     }
     return this.#exclusive(async () => {
+      await this.#walSyncDone();
       if (this.#dirty) {
         await this.#wal!.sync();
         this.#dirty = false;
@@ -1019,7 +1075,7 @@ export class KVEngine {
    */
   replaceAll(pairs: AsyncIterable<KeyValue> | Iterable<KeyValue>): Promise<void> {
     try {
-      this.#check();
+      this.#checkAccept();
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1073,6 +1129,7 @@ export class KVEngine {
     const del: Array<[number, number]> = [];
     for (const lv of this.#state.levels) for (const t of lv) del.push([t.level, t.number]);
     this.#lastSeq = seq;
+    await this.#walSyncDone();
     try {
       await this.#logAndApply({ add: added, del, logNumber, lastSeq: seq });
     } catch (e) {
@@ -1335,18 +1392,27 @@ export class KVEngine {
     worker.postMessage(req);
     const settled = job.then((r) => ({ r }), (e: unknown) => ({ e }));
     let reply: CompactionReply;
-    for (;;) {
-      if (this.#imm !== null && !this.#inlineFlush && !this.#closed) {
-        await this.#flushInline();
-        continue;
+    try {
+      for (;;) {
+        if (this.#imm !== null && !this.#inlineFlush && !this.#closed) {
+          await this.#flushInline();
+          continue;
+        }
+        const immReady = new Promise<undefined>((r) => this.#onImm = () => r(undefined));
+        const res = await Promise.race([settled, immReady]);
+        this.#onImm = undefined;
+        if (res === undefined) continue;
+        if ("e" in res) throw res.e;
+        reply = res.r;
+        break;
       }
-      const immReady = new Promise<undefined>((r) => this.#onImm = () => r(undefined));
-      const res = await Promise.race([settled, immReady]);
+    } catch (e) {
+      // An inline flush failed (or close() interrupted it) while the worker is still writing:
+      // wait for the job, or the worker would be terminated mid-write and its thread could create
+      // files after close() released the directory. Its outputs stay as *.tmp (deleted on open).
       this.#onImm = undefined;
-      if (res === undefined) continue;
-      if ("e" in res) throw res.e;
-      reply = res.r;
-      break;
+      await settled;
+      throw e;
     }
     if (this.#closed) throw new ClosedError("closed during compaction");
     if (reply.ok) this.#workerJobs++;
@@ -1382,7 +1448,7 @@ export class KVEngine {
    */
   compact(): Promise<void> {
     try {
-      this.#check();
+      this.#checkAccept();
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1444,22 +1510,48 @@ export class KVEngine {
 
   /**
    * Waits for queued writes, stops background work, syncs the WAL (whatever the sync mode) and
-   * releases the directory. Idempotent.
+   * releases the directory. Writes and other operations started after close() begins are
+   * refused with {@link ClosedError}. When the promise resolves nothing of this engine touches
+   * the directory any more. Idempotent (concurrent calls share one close).
    */
-  async close(): Promise<void> {
-    if (this.#closed || this.#lock === undefined) return;
+  close(): Promise<void> {
+    if (this.#closed || this.#lock === undefined) return Promise.resolve();
+    return this.#closing ??= this.#closeNow();
+  }
+
+  /**
+   * Every task that can touch the directory is waited for before the lock is released: the
+   * commit loop (WAL appends, memtable switches), the background loop (flushes, in-thread and
+   * worker compactions, manifest writes, WAL deletions), the manifest chain, and table deletions
+   * started when a version was dropped.
+   */
+  async #closeNow(): Promise<void> {
+    // Writes queued before close() are committed; later ones are refused by #check().
     if (this.#failure === undefined) {
-      await this.#exclusive(async () => {
-        if (this.#dirty) await this.#wal!.sync();
-      }).catch(() => {});
+      await new Promise<void>((resolve) => {
+        this.#queue.push({
+          fn: async () => {
+            await this.#walSyncDone();
+            if (this.#dirty) await this.#wal!.sync();
+            this.#dirty = false;
+          },
+          resolve,
+          reject: () => resolve(),
+        });
+        if (!this.#committing) this.#commitRun = this.#commitLoop();
+      });
     }
     this.#closed = true;
     this.#failQueued(new ClosedError());
+    await this.#commitRun.catch(() => {});
+    await this.#walSyncDone();
     this.#onImm?.();
     // A running worker compaction is let finish (its outputs are then dropped as temporary files,
     // deleted on the next open): terminating the worker mid-write would leave its thread writing
     // into the directory after the lock is released.
     while (this.#bg !== undefined) await this.#bg.catch(() => {});
+    await this.#manifestChain;
+    while (this.#removals.size > 0) await Promise.all([...this.#removals]);
     this.#worker?.terminate();
     this.#worker = undefined;
     this.#notifyProgress();

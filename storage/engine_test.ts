@@ -291,6 +291,26 @@ Deno.test("sync none writes become durable with flush()", async () => {
   await db.close();
 });
 
+Deno.test("sync none syncs the WAL in the background: a crash loses at most ~512 KiB, and a prefix", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs, { sync: "none", memtableBytes: 64 << 20 }));
+  const value = new Uint8Array(1000).fill(7);
+  const n = 3000; // ~3 MiB of WAL, one segment (no memtable switch)
+  for (let i = 0; i < n; i++) await db.put(b(`k${String(i).padStart(5, "0")}`), value);
+  const crashed = await KVEngine.open("/db", memOpts(fs.crash()));
+  let kept = 0;
+  while (kept < n && (await crashed.get(b(`k${String(kept).padStart(5, "0")}`))) !== undefined) {
+    kept++;
+  }
+  // What survived is a prefix of the writes...
+  assert.equal((await collect(crashed.scan())).length, kept);
+  await crashed.close();
+  // ...and all but the last ~512 KiB (plus one record) of it.
+  assert.ok(kept >= n - 530, `kept ${kept} of ${n}`);
+  assert.ok(kept < n, "the tail after the last background sync is not durable");
+  await db.close();
+});
+
 Deno.test("concurrent writes share group commits and all become durable", async () => {
   const fs = new MemFs();
   let syncs = 0;
@@ -352,3 +372,80 @@ Deno.test("block buffers recycled by point lookups never corrupt a running scan"
   assert.ok(stats.cacheMisses > 100, "the cache was too small to hold the table");
   await db.close();
 });
+
+/** Names and sizes of the files in `dir`, sorted: a change in either means something wrote. */
+async function _listing(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const st = await Deno.stat(`${dir}/${e.name}`).catch(() => undefined);
+    out.push(`${e.name}:${st?.size ?? "gone"}`);
+  }
+  return out.sort();
+}
+
+for (const worker of [false, true]) {
+  Deno.test(
+    `close waits for every background task: nothing changes in the directory afterwards (worker ${worker})`,
+    async () => {
+      await withTempDir(async (dir) => {
+        const opts: KVEngineOptions = {
+          log: () => {},
+          sync: "none",
+          memtableBytes: 2048,
+          tableBytes: 4096,
+          level1Bytes: 8192,
+          l0CompactionTrigger: 2,
+          compactionWorker: worker,
+          workerMinBytes: 0,
+        };
+        const db = await KVEngine.open(dir, opts);
+        const acked = new Map<string, string>();
+        const pending: Promise<void>[] = [];
+        let refused = 0;
+        const put = (k: string, v: string) => {
+          pending.push(
+            db.put(b(k), b(v)).then(() => {
+              acked.set(k, v);
+            }, (e) => {
+              assert.ok(e instanceof ClosedError, `${e}`);
+              refused++;
+            }),
+          );
+        };
+        let round = 0;
+        const batch = () => {
+          for (let i = 0; i < 50; i++) {
+            put(`k${(round * 50 + i) % 700}`, `r${round}-${i}-${"x".repeat(40)}`);
+          }
+          round++;
+        };
+        // Write until tables exist on two levels (so compactions run), then close with no await
+        // between the last writes and close(): a memtable switch, a flush and a compaction are
+        // underway when close() begins.
+        for (; round < 200;) {
+          batch();
+          await Promise.all(pending.splice(0));
+          const st = db.stats();
+          if (round > 20 && st.levels[1]!.tables > 0) break;
+        }
+        assert.ok(db.stats().levels[1]!.tables > 0);
+        batch();
+        batch();
+        const closing = db.close();
+        batch(); // issued after close() began: refused
+        await closing;
+        await Promise.all(pending);
+        assert.equal(refused, 50);
+        const before = await _listing(dir);
+        for (let i = 0; i < 50; i++) await new Promise((r) => setTimeout(r, 0));
+        assert.deepEqual(await _listing(dir), before);
+        const again = await KVEngine.open(dir, opts);
+        try {
+          for (const [k, v] of acked) assert.equal(s(await again.get(b(k))), v, k);
+        } finally {
+          await again.close();
+        }
+      });
+    },
+  );
+}
