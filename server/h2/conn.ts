@@ -79,6 +79,7 @@ export class H2Conn {
   #goawaySent = false;
   #lastStreamId = 0;
   #prefaceSeen = false;
+  #prefaceTimer: ReturnType<typeof setTimeout> | undefined;
   #settingsSeen = false;
   // Peer settings.
   #peerInitialWindow = 65_535;
@@ -119,6 +120,10 @@ export class H2Conn {
     ]);
     if (o.connectionWindow > 65_535) this.#out.windowUpdate(0, o.connectionWindow - 65_535);
     this.#scheduleFlush();
+    this.#prefaceTimer = setTimeout(() => {
+      this.#prefaceTimer = undefined;
+      if (!this.#prefaceSeen) this.destroy();
+    }, o.prefaceTimeoutMs);
   }
 
   /** Reads and serves until the connection closes. */
@@ -201,6 +206,7 @@ export class H2Conn {
     if (this.#closed) return;
     this.#closed = true;
     this.#dead = true;
+    clearTimeout(this.#prefaceTimer);
     try {
       this.#conn.close();
     } catch {
@@ -292,6 +298,7 @@ export class H2Conn {
       }
       if (b.length < PREFACE.length) return 0;
       this.#prefaceSeen = true;
+      clearTimeout(this.#prefaceTimer);
       pos = PREFACE.length;
     }
     while (b.length - pos >= 9 && !this.#dead) {

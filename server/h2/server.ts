@@ -69,6 +69,11 @@ export interface H2ServerOptions {
   flush?: "microtask" | "timeout";
   /** A streaming call's `write()` returns false while this many bytes wait. Default 1 MiB. */
   writeHighWaterMark?: number;
+  /**
+   * A connection that has not sent the whole HTTP/2 connection preface this many ms after it was
+   * accepted is closed (a slow or idle opener must not hold a socket forever). Default 10 s.
+   */
+  prefaceTimeoutMs?: number;
 }
 
 /** Everything the server knows about one method. */
@@ -105,6 +110,7 @@ export class H2Server {
       maxHeaderListSize: opts.maxHeaderListSize ?? 64 * 1024,
       flush: opts.flush ?? "microtask",
       writeHighWaterMark: opts.writeHighWaterMark ?? 1024 * 1024,
+      prefaceTimeoutMs: opts.prefaceTimeoutMs ?? 10_000,
     };
   }
 

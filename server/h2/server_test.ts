@@ -381,6 +381,61 @@ Deno.test("listen on a used port throws AddrInUse", async () => {
   }
 });
 
+Deno.test("a connection that never finishes the preface is closed; one that did is kept", async () => {
+  const f = await start({ prefaceTimeoutMs: 200 });
+  const slow = await Deno.connect({ hostname: "127.0.0.1", port: f.port });
+  const good = await Deno.connect({ hostname: "127.0.0.1", port: f.port });
+  try {
+    const preface = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    await slow.write(preface.subarray(0, 10)); // a slow opener stops mid-preface
+    // The good one sends the whole preface and an empty SETTINGS frame.
+    await good.write(Uint8Array.of(...preface, 0, 0, 0, 4, 0, 0, 0, 0, 0));
+    const t0 = performance.now();
+    const buf = new Uint8Array(4096);
+    let gaveUp = false;
+    const guard = setTimeout(() => {
+      gaveUp = true;
+      slow.close();
+    }, 5_000);
+    try {
+      while ((await slow.read(buf)) !== null) { /* the server's SETTINGS, then EOF */ }
+    } catch (e) {
+      if (!gaveUp) throw e;
+    } finally {
+      clearTimeout(guard);
+    }
+    const waited = performance.now() - t0;
+    assert.ok(!gaveUp, "the server kept a connection that never finished the preface");
+    assert.ok(waited >= 150, `closed after ${waited.toFixed(0)} ms, before the timeout`);
+    // Well past the timeout, the good connection still answers a PING.
+    await new Promise((r) => setTimeout(r, 400));
+    await good.write(Uint8Array.of(0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8));
+    let got = new Uint8Array(0);
+    let ack = false;
+    while (!ack) {
+      const n = await good.read(buf);
+      assert.ok(n !== null, "the connection that sent the preface was closed");
+      const all = new Uint8Array(got.length + n);
+      all.set(got);
+      all.set(buf.subarray(0, n), got.length);
+      got = all;
+      for (let o = 0; o + 9 <= got.length;) {
+        const len = (got[o]! << 16) | (got[o + 1]! << 8) | got[o + 2]!;
+        if (got[o + 3] === 6 && (got[o + 4]! & 1) === 1) ack = true;
+        o += 9 + len;
+      }
+    }
+  } finally {
+    try {
+      slow.close();
+    } catch {
+      // closed by the guard
+    }
+    good.close();
+    await f.close();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP/2 client
 
