@@ -22,23 +22,26 @@
  *
  * @module
  */
+import { putVarint, varintLength } from "../storage/coding.ts";
 import { encodeHeaders } from "./h2/hpack.ts";
+import {
+  FLAG_ACK as ACK,
+  FLAG_END_HEADERS as END_HEADERS,
+  FLAG_END_STREAM as END_STREAM,
+  FLAG_PADDED as PADDED,
+  FRAME_DATA as DATA,
+  FRAME_GOAWAY as GOAWAY,
+  FRAME_HEADERS as HEADERS,
+  FRAME_PING as PING,
+  FRAME_RST_STREAM as RST_STREAM,
+  FRAME_SETTINGS as SETTINGS,
+  FRAME_WINDOW_UPDATE as WINDOW_UPDATE,
+  PREFACE as _PREFACE,
+} from "./h2/wire.ts";
 
-const _PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const _enc = new TextEncoder();
 const _dec = new TextDecoder();
 
-const DATA = 0x0;
-const HEADERS = 0x1;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const PING = 0x6;
-const GOAWAY = 0x7;
-const WINDOW_UPDATE = 0x8;
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
 const STREAM = 1;
 /** The receive window we announce for the stream; the connection gets 16 MiB. */
 const RECV_STREAM_WINDOW = 1 << 20;
@@ -54,24 +57,6 @@ export interface PeerFrameLike {
   payload: Uint8Array;
 }
 
-function _varintLen(n: number): number {
-  let k = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    k++;
-  }
-  return k;
-}
-
-function _putVarint(b: Uint8Array, p: number, n: number): number {
-  while (n >= 0x80) {
-    b[p++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  b[p++] = n;
-  return p;
-}
-
 /**
  * Encodes a `PeerFrame` (protobuf) behind the 5-byte gRPC message prefix.
  *
@@ -85,36 +70,36 @@ export function encodePeerFrameMessage(f: PeerFrameLike): Uint8Array {
   const cid = f.header === null ? new Uint8Array(0) : _enc.encode(f.header.cluster_id);
   let hlen = 0;
   if (f.header !== null) {
-    if (cid.length > 0) hlen += 1 + _varintLen(cid.length) + cid.length;
-    if (f.header.from > 0) hlen += 1 + _varintLen(f.header.from);
-    if (f.header.to > 0) hlen += 1 + _varintLen(f.header.to);
+    if (cid.length > 0) hlen += 1 + varintLength(cid.length) + cid.length;
+    if (f.header.from > 0) hlen += 1 + varintLength(f.header.from);
+    if (f.header.to > 0) hlen += 1 + varintLength(f.header.to);
   }
-  let len = f.header === null ? 0 : 1 + _varintLen(hlen) + hlen;
-  if (f.payload.length > 0) len += 1 + _varintLen(f.payload.length) + f.payload.length;
+  let len = f.header === null ? 0 : 1 + varintLength(hlen) + hlen;
+  if (f.payload.length > 0) len += 1 + varintLength(f.payload.length) + f.payload.length;
   const out = new Uint8Array(5 + len);
   new DataView(out.buffer).setUint32(1, len);
   let p = 5;
   if (f.header !== null) {
     out[p++] = 0x0a;
-    p = _putVarint(out, p, hlen);
+    p = putVarint(out, p, hlen);
     if (cid.length > 0) {
       out[p++] = 0x0a;
-      p = _putVarint(out, p, cid.length);
+      p = putVarint(out, p, cid.length);
       out.set(cid, p);
       p += cid.length;
     }
     if (f.header.from > 0) {
       out[p++] = 0x10;
-      p = _putVarint(out, p, f.header.from);
+      p = putVarint(out, p, f.header.from);
     }
     if (f.header.to > 0) {
       out[p++] = 0x18;
-      p = _putVarint(out, p, f.header.to);
+      p = putVarint(out, p, f.header.to);
     }
   }
   if (f.payload.length > 0) {
     out[p++] = 0x12;
-    p = _putVarint(out, p, f.payload.length);
+    p = putVarint(out, p, f.payload.length);
     out.set(f.payload, p);
   }
   return out;
