@@ -62,8 +62,10 @@ function _varintSize(n: number): number {
 class _Writer {
   buf: Uint8Array;
   pos = 0;
-  constructor(size: number) {
-    this.buf = new Uint8Array(size);
+  /** A writer over a new buffer of `size` bytes, or over `into` from `offset`. */
+  constructor(size: number, into?: Uint8Array, offset = 0) {
+    this.buf = into ?? new Uint8Array(size);
+    this.pos = offset;
   }
   u8(n: number): void {
     this.buf[this.pos++] = n;
@@ -377,6 +379,40 @@ export function encodeEntry(e: Entry): Uint8Array {
   w.u8(CODEC_VERSION);
   _writeEntry(w, e);
   return w.buf;
+}
+
+/**
+ * The length of {@linkcode encodeEntry}`(e)`.
+ *
+ * @example
+ * ```ts
+ * import { encodedEntrySize, encodeEntry } from "./codec.ts";
+ * const e = { index: 7, term: 2, type: 0, data: new Uint8Array(3) };
+ * console.log(encodedEntrySize(e) === encodeEntry(e).length); // true
+ * ```
+ */
+export function encodedEntrySize(e: Entry): number {
+  return 1 + _entrySize(e);
+}
+
+/**
+ * Writes {@linkcode encodeEntry}`(e)` into `out` at `offset` (which must have
+ * {@linkcode encodedEntrySize}`(e)` bytes of room); returns the offset after it.
+ *
+ * @example
+ * ```ts
+ * import { decodeEntry, encodedEntrySize, encodeEntryInto } from "./codec.ts";
+ * const e = { index: 7, term: 2, type: 0, data: new Uint8Array([1]) };
+ * const buf = new Uint8Array(2 + encodedEntrySize(e));
+ * const end = encodeEntryInto(buf, 2, e);
+ * console.log(decodeEntry(buf.subarray(2, end)).index); // 7
+ * ```
+ */
+export function encodeEntryInto(out: Uint8Array, offset: number, e: Entry): number {
+  const w = new _Writer(0, out, offset);
+  w.u8(CODEC_VERSION);
+  _writeEntry(w, e);
+  return w.pos;
 }
 
 /** Decodes an entry written by {@linkcode encodeEntry}. Throws `CodecError` on bad input. */

@@ -295,16 +295,20 @@ export function decodeBatch(data: Uint8Array): Command[] {
       clientId = r.f64();
       seq = r.varint();
     }
-    const h = { origin, epoch, reqId, clientId, seq };
+    // Literal objects with every field named (no spread of a shared header object): one
+    // allocation per command, and one hidden class per op.
     switch (op) {
       case OP_PUT: {
         const key = r.bytes();
-        out.push({ op: "put", ...h, key, value: r.bytes() });
+        const value = r.bytes();
+        out.push({ op: "put", origin, epoch, reqId, clientId, seq, key, value });
         break;
       }
-      case OP_DELETE:
-        out.push({ op: "delete", ...h, key: r.bytes() });
+      case OP_DELETE: {
+        const key = r.bytes();
+        out.push({ op: "delete", origin, epoch, reqId, clientId, seq, key });
         break;
+      }
       case OP_CAS: {
         const cf = r.u8();
         const key = r.bytes();
@@ -312,7 +316,11 @@ export function decodeBatch(data: Uint8Array): Command[] {
         const value = r.bytes();
         out.push({
           op: "cas",
-          ...h,
+          origin,
+          epoch,
+          reqId,
+          clientId,
+          seq,
           key,
           expected,
           expectAbsent: (cf & 1) !== 0,
@@ -322,7 +330,7 @@ export function decodeBatch(data: Uint8Array): Command[] {
         break;
       }
       case OP_BARRIER:
-        out.push({ op: "barrier", ...h });
+        out.push({ op: "barrier", origin, epoch, reqId, clientId, seq });
         break;
       default:
         throw new CommandCodecError(`command: unknown op ${op}`);

@@ -5,7 +5,8 @@
  * (storage/record.ts framing). Every mutation (`append`, `setHardState`, `applySnapshot`,
  * `createSnapshot`, `compact`) updates the in-memory view at once (so the core's synchronous
  * `entries()`/`term()` see it) and buffers a record; `sync()` writes everything buffered and
- * fsyncs once (group commit). Recovery replays the segments and restores the hard state and the
+ * fsyncs once (group commit). Entry records are encoded at `sync()`, straight into one write
+ * buffer the store reuses (no per-entry buffers). Recovery replays the segments and restores the hard state and the
  * log exactly as of the last completed `sync()`: a torn tail of the last segment is truncated, a
  * bad record anywhere else is a `LogCorruptionError` naming the file and offset.
  *
@@ -13,13 +14,20 @@
  *
  * @module
  */
-import { encodeRecord, readRecord, RECORD_HEADER_SIZE } from "../storage/record.ts";
+import {
+  encodeRecord,
+  encodeRecordInto,
+  readRecord,
+  RECORD_HEADER_SIZE,
+  recordCrc,
+} from "../storage/record.ts";
 import {
   CODEC_VERSION,
   decodeEntry,
   decodeHardState,
   decodeSnapshot,
-  encodeEntry,
+  encodedEntrySize,
+  encodeEntryInto,
   encodeHardState,
   encodeSnapshot,
 } from "./codec.ts";
@@ -63,6 +71,17 @@ interface _RollMark {
   hs: HardState;
   snap: Snapshot;
 }
+
+/**
+ * A buffered record: an `Entry` record, encoded at sync time straight into the write buffer
+ * (`entry`, whose encoding is `size` bytes), or any other record's payload.
+ */
+type _Rec =
+  | { type: number; payload: Uint8Array; entry?: undefined; size: number }
+  | { type: number; payload?: undefined; entry: Entry; size: number };
+
+/** The write buffer is kept between syncs up to this size (larger ones are dropped after use). */
+const KEEP_WRITE_BUFFER = 4 * 1024 * 1024;
 
 interface _Segment {
   seq: number;
@@ -166,8 +185,13 @@ export class RaftLogStore implements LogStorage {
   #file: Deno.FsFile | undefined;
   #fileSize: number;
   /** Buffered records; a `_RollMark` starts a new segment at that point. */
-  #pending: (Uint8Array | _RollMark)[] = [];
+  #pending: (_Rec | _RollMark)[] = [];
   #pendingBytes = 0;
+  /**
+   * Where a sync lays out its records before the one `writeSync` (reused: the write is
+   * synchronous and syncs are serialized, so no write is in flight when it is refilled).
+   */
+  #wbuf = new Uint8Array(64 * 1024);
   #chain: Promise<void> = Promise.resolve();
   #closed = false;
   #failed: Error | undefined;
@@ -367,9 +391,8 @@ export class RaftLogStore implements LogStorage {
 
   #buffer(type: number, payload: Uint8Array): void {
     this.#check();
-    const rec = encodeRecord(type, payload);
-    this.#pending.push(rec);
-    this.#pendingBytes += rec.length;
+    this.#pending.push({ type, payload, size: payload.length });
+    this.#pendingBytes += RECORD_HEADER_SIZE + payload.length;
   }
 
   #check(): void {
@@ -384,7 +407,12 @@ export class RaftLogStore implements LogStorage {
     const first = this.#mem.firstIndex();
     this.#mem.append(entries);
     for (const e of entries) {
-      if (e.index >= first) this.#buffer(RaftRecordType.Entry, encodeEntry(e));
+      if (e.index < first) continue;
+      // Entries are immutable once appended (the in-memory log holds the same objects), so
+      // the record is encoded when it is written, without a buffer of its own.
+      const size = encodedEntrySize(e);
+      this.#pending.push({ type: RaftRecordType.Entry, entry: e, size });
+      this.#pendingBytes += RECORD_HEADER_SIZE + size;
     }
   }
 
@@ -479,27 +507,26 @@ export class RaftLogStore implements LogStorage {
     return p;
   }
 
-  async #doSync(items: (Uint8Array | _RollMark)[], endMark?: _RollMark): Promise<void> {
+  async #doSync(items: (_Rec | _RollMark)[], endMark?: _RollMark): Promise<void> {
     if (this.#failed) throw this.#failed;
     if (items.length === 0 || endMark === undefined) return;
     try {
-      let chunks: Uint8Array[] = [];
+      let recs: _Rec[] = [];
       let size = 0;
       const flush = async () => {
-        if (chunks.length === 0) return;
-        const buf = chunks.length === 1 ? chunks[0]! : _concat(chunks, size);
+        if (recs.length === 0) return;
         // A synchronous write is a page-cache copy; it saves a thread-pool round trip before
         // the fsync, which is what a commit waits for.
-        _writeAllSync(this.#file!, buf);
+        _writeAllSync(this.#file!, this.#layout(recs, size));
         await this.#file!.syncData();
         this.#fileSize += size;
-        chunks = [];
+        recs = [];
         size = 0;
       };
       for (const item of items) {
-        if (item instanceof Uint8Array) {
-          chunks.push(item);
-          size += item.length;
+        if ("type" in item) {
+          recs.push(item);
+          size += RECORD_HEADER_SIZE + item.size;
         } else {
           await flush();
           await this.#roll(item);
@@ -513,6 +540,33 @@ export class RaftLogStore implements LogStorage {
       this.#failed = e instanceof Error ? e : new Error(String(e));
       throw this.#failed;
     }
+  }
+
+  /** Encodes `recs` (`size` bytes in all) one after the other into the write buffer. */
+  #layout(recs: readonly _Rec[], size: number): Uint8Array {
+    let buf = this.#wbuf;
+    if (buf.length < size) {
+      let cap = buf.length;
+      while (cap < size) cap *= 2;
+      buf = new Uint8Array(cap);
+      if (cap <= KEEP_WRITE_BUFFER) this.#wbuf = buf;
+    }
+    let p = 0;
+    for (const r of recs) {
+      if (r.entry === undefined) {
+        p = encodeRecordInto(buf, p, r);
+        continue;
+      }
+      const start = p + RECORD_HEADER_SIZE;
+      const end = encodeEntryInto(buf, start, r.entry);
+      if (end - start !== r.size) throw new RaftError("Invalid", "entry changed after append");
+      const view = new DataView(buf.buffer, buf.byteOffset + p, RECORD_HEADER_SIZE);
+      view.setUint32(0, recordCrc(r.type, buf.subarray(start, end)), true);
+      view.setUint32(4, r.size, true);
+      view.setUint8(8, r.type);
+      p = end;
+    }
+    return buf.subarray(0, p);
   }
 
   async #roll(mark: _RollMark): Promise<void> {
@@ -587,16 +641,6 @@ function _isTornTail(buf: Uint8Array, off: number, reason: string): boolean {
     if (readRecord(buf, p).kind === "record") return false;
   }
   return true;
-}
-
-function _concat(chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
 
 function _writeAllSync(file: Deno.FsFile, buf: Uint8Array): void {

@@ -6,6 +6,9 @@
  * `writeBuffer` syscall plus tens of microseconds of stream machinery; on a leader at one client
  * that was about a third of its CPU (bench/PROFILE.md). Here every frame produced in one turn of
  * the event loop goes out in ONE `conn.write`, and `PeerFrame` is encoded by hand.
+ * Frames are laid out in place in two reused buffers (h2/wire.ts `FrameWriter`: one being
+ * written, one filling); `writeFrame` encodes a `PeerFrame` straight into DATA frames there, so
+ * its payload is copied once and nothing is allocated per message.
  *
  * What it speaks (enough for any conforming HTTP/2 gRPC server, grpc-js's or server/h2's):
  * - Sends the preface, SETTINGS (no push, a 1 MiB stream window), a connection WINDOW_UPDATE,
@@ -36,6 +39,7 @@ import {
   FRAME_RST_STREAM as RST_STREAM,
   FRAME_SETTINGS as SETTINGS,
   FRAME_WINDOW_UPDATE as WINDOW_UPDATE,
+  FrameWriter,
   PREFACE as _PREFACE,
 } from "./h2/wire.ts";
 
@@ -67,42 +71,52 @@ export interface PeerFrameLike {
  * ```
  */
 export function encodePeerFrameMessage(f: PeerFrameLike): Uint8Array {
-  const cid = f.header === null ? new Uint8Array(0) : _enc.encode(f.header.cluster_id);
-  let hlen = 0;
-  if (f.header !== null) {
-    if (cid.length > 0) hlen += 1 + varintLength(cid.length) + cid.length;
-    if (f.header.from > 0) hlen += 1 + varintLength(f.header.from);
-    if (f.header.to > 0) hlen += 1 + varintLength(f.header.to);
-  }
-  let len = f.header === null ? 0 : 1 + varintLength(hlen) + hlen;
-  if (f.payload.length > 0) len += 1 + varintLength(f.payload.length) + f.payload.length;
+  const head = _encodeFrameHead(f.header);
+  const len = _frameLength(head, f.payload);
   const out = new Uint8Array(5 + len);
   new DataView(out.buffer).setUint32(1, len);
-  let p = 5;
-  if (f.header !== null) {
-    out[p++] = 0x0a;
-    p = putVarint(out, p, hlen);
-    if (cid.length > 0) {
-      out[p++] = 0x0a;
-      p = putVarint(out, p, cid.length);
-      out.set(cid, p);
-      p += cid.length;
-    }
-    if (f.header.from > 0) {
-      out[p++] = 0x10;
-      p = putVarint(out, p, f.header.from);
-    }
-    if (f.header.to > 0) {
-      out[p++] = 0x18;
-      p = putVarint(out, p, f.header.to);
-    }
-  }
+  out.set(head, 5);
+  let p = 5 + head.length;
   if (f.payload.length > 0) {
     out[p++] = 0x12;
     p = putVarint(out, p, f.payload.length);
     out.set(f.payload, p);
   }
   return out;
+}
+
+/** The `PeerFrame` bytes before the payload: field 1 (the `PeerHeader`), or nothing. */
+function _encodeFrameHead(h: PeerFrameLike["header"]): Uint8Array {
+  if (h === null) return new Uint8Array(0);
+  const cid = _enc.encode(h.cluster_id);
+  let hlen = 0;
+  if (cid.length > 0) hlen += 1 + varintLength(cid.length) + cid.length;
+  if (h.from > 0) hlen += 1 + varintLength(h.from);
+  if (h.to > 0) hlen += 1 + varintLength(h.to);
+  const out = new Uint8Array(1 + varintLength(hlen) + hlen);
+  out[0] = 0x0a;
+  let p = putVarint(out, 1, hlen);
+  if (cid.length > 0) {
+    out[p++] = 0x0a;
+    p = putVarint(out, p, cid.length);
+    out.set(cid, p);
+    p += cid.length;
+  }
+  if (h.from > 0) {
+    out[p++] = 0x10;
+    p = putVarint(out, p, h.from);
+  }
+  if (h.to > 0) {
+    out[p++] = 0x18;
+    putVarint(out, p, h.to);
+  }
+  return out;
+}
+
+/** Length of the `PeerFrame` protobuf made of `head` and `payload`. */
+function _frameLength(head: Uint8Array, payload: Uint8Array): number {
+  const n = payload.length;
+  return head.length + (n > 0 ? 1 + varintLength(n) + n : 0);
 }
 
 /** A truncated or malformed protobuf message. */
@@ -202,10 +216,19 @@ export class PeerStream {
   readonly #o: PeerStreamOptions;
   #conn: Deno.TcpConn | undefined;
   #closed = false;
-  /** Encoded frames waiting for the next `conn.write`. */
-  #out: Uint8Array[] = [];
-  #outBytes = 0;
+  /**
+   * Encoded HTTP/2 frames waiting for the next `conn.write`, appended in place; `#spare` is the
+   * buffer of the write in flight (swapped when a write starts, reused when it ends).
+   */
+  #out = new FrameWriter();
+  #spare = new FrameWriter();
+  #inFlight = 0;
   #writing = false;
+  /** The last `PeerFrame` header written by `writeFrame` and its encoding. */
+  #lastHeader: PeerFrameLike["header"] = null;
+  #lastHead: Uint8Array | undefined;
+  /** Scratch for the bytes of a `writeFrame` message before its payload (copied at once). */
+  #pre = new Uint8Array(64);
   #flushQueued = false;
   /** gRPC-framed message bytes not yet sent for lack of flow-control window. */
   #pending: Uint8Array[] = [];
@@ -264,15 +287,13 @@ export class PeerStream {
       ["te", "trailers"],
       ...this.#o.metadata,
     ]);
-    const head = [
-      _PREFACE,
-      _frame(SETTINGS, 0, 0, settings),
-      _windowUpdate(0, RECV_CONN_WINDOW - 65535),
-      _frame(HEADERS, END_HEADERS, STREAM, block),
-    ];
-    // Whatever was written before the connection existed goes after the stream's HEADERS.
-    this.#out = [...head, ...this.#out];
-    for (const b of head) this.#outBytes += b.length;
+    // Nothing is in `#out` yet: frames are only made once the connection exists, and whatever
+    // was written before it waits in `#pending`, to go after the stream's HEADERS.
+    const o = this.#out;
+    o.put(_PREFACE);
+    o.frame(SETTINGS, 0, 0, settings);
+    o.windowUpdate(0, RECV_CONN_WINDOW - 65535);
+    o.frame(HEADERS, END_HEADERS, STREAM, block);
     this.#pump();
     this.#flush();
     this.#readLoop(conn);
@@ -288,8 +309,71 @@ export class PeerStream {
     this.#pending.push(message);
     this.#pendingBytes += message.length;
     this.#pump();
+    return this.#queued();
+  }
+
+  /**
+   * Queues one `PeerFrame` as a gRPC message, like `write(encodePeerFrameMessage(f))`; when the
+   * flow-control windows allow it (the usual case) the frame is encoded straight into the output
+   * buffer, so the payload is copied once and no message buffer is allocated.
+   */
+  writeFrame(f: PeerFrameLike): boolean {
+    if (this.#closed) return false;
+    let head = this.#lastHead;
+    const h = f.header, last = this.#lastHeader;
+    if (
+      head === undefined || h === null || last === null || h.cluster_id !== last.cluster_id ||
+      h.from !== last.from || h.to !== last.to
+    ) {
+      head = _encodeFrameHead(h);
+      this.#lastHead = head;
+      this.#lastHeader = h === null ? null : { ...h };
+    }
+    const payload = f.payload;
+    const len = _frameLength(head, payload);
+    const total = 5 + len;
+    // The gRPC prefix, the header and the payload's tag and length: everything but the payload.
+    if (this.#pre.length < 5 + head.length + 11) this.#pre = new Uint8Array(5 + head.length + 11);
+    const pre = this.#pre;
+    pre[0] = 0;
+    pre[1] = (len >>> 24) & 0xff;
+    pre[2] = (len >>> 16) & 0xff;
+    pre[3] = (len >>> 8) & 0xff;
+    pre[4] = len & 0xff;
+    pre.set(head, 5);
+    let np = 5 + head.length;
+    if (payload.length > 0) {
+      pre[np++] = 0x12;
+      np = putVarint(pre, np, payload.length);
+    }
+    if (
+      this.#conn === undefined || this.#pending.length > 0 ||
+      total > Math.min(this.#connWindow, this.#streamWindow)
+    ) {
+      // Not sendable now: queue the message (encoded on its own) behind the others.
+      const m = new Uint8Array(total);
+      m.set(pre.subarray(0, np));
+      m.set(payload, np);
+      return this.write(m);
+    }
+    // The message as DATA frames of at most SETTINGS_MAX_FRAME_SIZE, copied into `#out`.
+    const o = this.#out;
+    for (let off = 0; off < total;) {
+      const end = Math.min(total, off + this.#maxFrame);
+      o.header(end - off, DATA, 0, STREAM);
+      if (off < np) o.put(pre.subarray(off, Math.min(end, np)));
+      if (end > np) o.put(payload.subarray(Math.max(off, np) - np, end - np));
+      off = end;
+    }
+    this.#connWindow -= total;
+    this.#streamWindow -= total;
+    return this.#queued();
+  }
+
+  /** Schedules the flush; false (and a later `onDrain`) when above the high-water mark. */
+  #queued(): boolean {
     this.#scheduleFlush();
-    const ok = this.#pendingBytes + this.#outBytes <= HIGH_WATER;
+    const ok = this.#pendingBytes + this.#out.length + this.#inFlight <= HIGH_WATER;
     if (!ok) this.#full = true;
     return ok;
   }
@@ -322,32 +406,27 @@ export class PeerStream {
     while (this.#pending.length > 0) {
       const room = Math.min(this.#connWindow, this.#streamWindow, this.#maxFrame);
       if (room <= 0) return;
-      // Gather up to `room` bytes from consecutive pending messages into one DATA frame.
-      let n = 0;
-      const parts: Uint8Array[] = [];
-      while (n < room && this.#pending.length > 0) {
+      // Up to `room` bytes from consecutive pending messages make one DATA frame.
+      const n = Math.min(room, this.#pendingBytes);
+      const o = this.#out;
+      o.header(n, DATA, 0, STREAM);
+      let left = n;
+      while (left > 0) {
         const m = this.#pending[0]!;
-        const take = Math.min(m.length - this.#pendingOff, room - n);
-        parts.push(m.subarray(this.#pendingOff, this.#pendingOff + take));
-        n += take;
+        const take = Math.min(m.length - this.#pendingOff, left);
+        o.put(
+          take === m.length ? m : m.subarray(this.#pendingOff, this.#pendingOff + take),
+        );
+        left -= take;
         this.#pendingOff += take;
         if (this.#pendingOff === m.length) {
           this.#pending.shift();
           this.#pendingOff = 0;
         }
       }
-      const f = new Uint8Array(9 + n);
-      _header(f, n, DATA, 0, STREAM);
-      let p = 9;
-      for (const part of parts) {
-        f.set(part, p);
-        p += part.length;
-      }
       this.#pendingBytes -= n;
       this.#connWindow -= n;
       this.#streamWindow -= n;
-      this.#out.push(f);
-      this.#outBytes += f.length;
     }
   }
 
@@ -366,23 +445,17 @@ export class PeerStream {
     this.#writing = true;
     try {
       while (this.#out.length > 0 && !this.#closed) {
-        const parts = this.#out;
-        const total = this.#outBytes;
-        this.#out = [];
-        this.#outBytes = 0;
-        let buf: Uint8Array;
-        if (parts.length === 1) buf = parts[0]!;
-        else {
-          buf = new Uint8Array(total);
-          let p = 0;
-          for (const part of parts) {
-            buf.set(part, p);
-            p += part.length;
-          }
-        }
+        // Frames made while this write is in flight go to the other buffer.
+        const w = this.#out;
+        this.#out = this.#spare;
+        this.#spare = w;
+        const buf = w.bytes();
+        this.#inFlight = buf.length;
         let done = 0;
         while (done < buf.length) done += await conn.write(buf.subarray(done));
-        if (this.#full && this.#pendingBytes + this.#outBytes <= HIGH_WATER / 2) {
+        this.#inFlight = 0;
+        w.reset();
+        if (this.#full && this.#pendingBytes + this.#out.length <= HIGH_WATER / 2) {
           this.#full = false;
           this.#o.onDrain();
         }
@@ -449,9 +522,8 @@ export class PeerStream {
         if (p.length > 0) {
           this.#recvCredit += p.length;
           if (this.#recvCredit >= 16 * 1024) {
-            this.#out.push(_windowUpdate(0, this.#recvCredit));
-            if (sid === STREAM) this.#out.push(_windowUpdate(STREAM, this.#recvCredit));
-            this.#outBytes += 26;
+            this.#out.windowUpdate(0, this.#recvCredit);
+            if (sid === STREAM) this.#out.windowUpdate(STREAM, this.#recvCredit);
             this.#recvCredit = 0;
           }
         }
@@ -487,15 +559,13 @@ export class PeerStream {
             this.#maxFrame = Math.max(16384, Math.min(val, 16777215));
           }
         }
-        this.#out.push(_frame(SETTINGS, ACK, 0, new Uint8Array(0)));
-        this.#outBytes += 9;
+        this.#out.header(0, SETTINGS, ACK, 0);
         this.#pump();
         return;
       }
       case PING:
         if (!(flags & ACK)) {
-          this.#out.push(_frame(PING, ACK, 0, p.slice(0, 8)));
-          this.#outBytes += 17;
+          this.#out.frame(PING, ACK, 0, p.subarray(0, 8));
         }
         return;
       case GOAWAY:
@@ -539,26 +609,4 @@ export class PeerStream {
     }
     this.#msgBuf = off === b.length ? new Uint8Array(0) : b.slice(off);
   }
-}
-
-function _header(f: Uint8Array, len: number, type: number, flags: number, sid: number): void {
-  f[0] = (len >>> 16) & 0xff;
-  f[1] = (len >>> 8) & 0xff;
-  f[2] = len & 0xff;
-  f[3] = type;
-  f[4] = flags;
-  new DataView(f.buffer, f.byteOffset + 5, 4).setUint32(0, sid);
-}
-
-function _frame(type: number, flags: number, sid: number, payload: Uint8Array): Uint8Array {
-  const f = new Uint8Array(9 + payload.length);
-  _header(f, payload.length, type, flags, sid);
-  f.set(payload, 9);
-  return f;
-}
-
-function _windowUpdate(sid: number, inc: number): Uint8Array {
-  const p = new Uint8Array(4);
-  new DataView(p.buffer).setUint32(0, inc);
-  return _frame(WINDOW_UPDATE, 0, sid, p);
 }

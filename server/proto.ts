@@ -20,6 +20,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { Buffer } from "node:buffer";
 
 /** Path of protos/kvstore.proto (client API). */
 export const KVSTORE_PROTO: string = new URL("../protos/kvstore.proto", import.meta.url).pathname;
@@ -241,6 +242,274 @@ export interface InstallSnapshotResponse {
   term: number;
   received: number;
   done: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-written codecs of the hot client messages.
+//
+// Put, Get and Delete are most of what a node serves; protobufjs decodes them into a message
+// object, then `toObject` copies every `bytes` field into a new Buffer and builds a second object
+// (~0.8 KB of garbage per request, measured). These decode in one pass, with the same results as
+// the loader (LOADER_OPTIONS: absent fields read as empty bytes / 0 / false, 64-bit integers as
+// numbers, the last occurrence of a field wins, unknown fields are skipped), except that `bytes`
+// fields are views into the request buffer (no copy: the request buffer is the caller's, one per
+// message, and is never reused) and that a known field with the wrong wire type is an error
+// rather than a misread. Responses are encoded byte for byte as protobufjs encodes them.
+
+/** A request that is not valid protobuf for its message type. */
+export class ProtoDecodeError extends Error {
+  override name = "ProtoDecodeError";
+}
+
+const _EMPTY = new Uint8Array(0);
+
+/** A cursor over one protobuf message. */
+class _Reader {
+  p = 0;
+  constructor(readonly b: Uint8Array) {}
+
+  varint(): number {
+    const b = this.b;
+    let n = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.p >= b.length) throw new ProtoDecodeError("truncated varint");
+      const x = b[this.p++]!;
+      n += (x & 0x7f) * mul;
+      if (x < 0x80) return n;
+      mul *= 128;
+    }
+    throw new ProtoDecodeError("varint longer than 10 bytes");
+  }
+
+  bytes(): Uint8Array {
+    const n = this.varint();
+    const start = this.p;
+    if (n > this.b.length - start) throw new ProtoDecodeError("truncated length-delimited field");
+    this.p = start + n;
+    // A plain Uint8Array view (a Buffer's own `subarray` is slower and builds a Buffer).
+    return n === 0 ? _EMPTY : new Uint8Array(this.b.buffer, this.b.byteOffset + start, n);
+  }
+
+  /** Skips a field of wire type `wire` (groups included). */
+  skip(wire: number, depth = 0): void {
+    if (wire === 0) this.varint();
+    else if (wire === 1) this.#advance(8);
+    else if (wire === 2) this.#advance(this.varint());
+    else if (wire === 5) this.#advance(4);
+    else if (wire === 3 && depth < 32) {
+      for (;;) {
+        const tag = this.varint();
+        if ((tag & 7) === 4) return;
+        this.skip(tag & 7, depth + 1);
+      }
+    } else throw new ProtoDecodeError(`invalid wire type ${wire}`);
+  }
+
+  #advance(n: number): void {
+    if (n > this.b.length - this.p) throw new ProtoDecodeError("truncated field");
+    this.p += n;
+  }
+}
+
+function _expect(wire: number, want: number, field: number): void {
+  if (wire !== want) throw new ProtoDecodeError(`field ${field} has wire type ${wire}`);
+}
+
+/**
+ * Decodes a `kvstore.PutRequest` (key and value are views into `b`).
+ *
+ * @example
+ * ```ts
+ * const r = decodePutRequest(new Uint8Array([0x0a, 1, 0x6b, 0x12, 1, 0x76, 0x20, 7]));
+ * console.log(r.key, r.value, r.seq); // Uint8Array(1) [ 107 ] Uint8Array(1) [ 118 ] 7
+ * ```
+ */
+export function decodePutRequest(b: Uint8Array): PutRequest {
+  const r = new _Reader(b);
+  let key: Uint8Array = _EMPTY, value: Uint8Array = _EMPTY, client_id = 0, seq = 0;
+  while (r.p < b.length) {
+    const tag = r.varint();
+    const field = Math.floor(tag / 8);
+    const wire = tag & 7;
+    if (field === 1) {
+      _expect(wire, 2, 1);
+      key = r.bytes();
+    } else if (field === 2) {
+      _expect(wire, 2, 2);
+      value = r.bytes();
+    } else if (field === 3) {
+      _expect(wire, 0, 3);
+      client_id = r.varint();
+    } else if (field === 4) {
+      _expect(wire, 0, 4);
+      seq = r.varint();
+    } else r.skip(wire);
+  }
+  return { key, value, client_id, seq };
+}
+
+/**
+ * Decodes a `kvstore.GetRequest` (key is a view into `b`).
+ *
+ * @example
+ * ```ts
+ * console.log(decodeGetRequest(new Uint8Array([0x0a, 1, 0x6b, 0x10, 1])).serializable); // true
+ * ```
+ */
+export function decodeGetRequest(b: Uint8Array): GetRequest {
+  const r = new _Reader(b);
+  let key: Uint8Array = _EMPTY, serializable = false;
+  while (r.p < b.length) {
+    const tag = r.varint();
+    const field = Math.floor(tag / 8);
+    const wire = tag & 7;
+    if (field === 1) {
+      _expect(wire, 2, 1);
+      key = r.bytes();
+    } else if (field === 2) {
+      _expect(wire, 0, 2);
+      serializable = r.varint() !== 0;
+    } else r.skip(wire);
+  }
+  return { key, serializable };
+}
+
+/**
+ * Decodes a `kvstore.DeleteRequest` (key is a view into `b`).
+ *
+ * @example
+ * ```ts
+ * console.log(decodeDeleteRequest(new Uint8Array([0x0a, 1, 0x6b, 0x10, 3])).client_id); // 3
+ * ```
+ */
+export function decodeDeleteRequest(b: Uint8Array): DeleteRequest {
+  const r = new _Reader(b);
+  let key: Uint8Array = _EMPTY, client_id = 0, seq = 0;
+  while (r.p < b.length) {
+    const tag = r.varint();
+    const field = Math.floor(tag / 8);
+    const wire = tag & 7;
+    if (field === 1) {
+      _expect(wire, 2, 1);
+      key = r.bytes();
+    } else if (field === 2) {
+      _expect(wire, 0, 2);
+      client_id = r.varint();
+    } else if (field === 3) {
+      _expect(wire, 0, 3);
+      seq = r.varint();
+    } else r.skip(wire);
+  }
+  return { key, client_id, seq };
+}
+
+function _varintLen(n: number): number {
+  let len = 1;
+  while (n >= 128) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+function _putVarint(b: Uint8Array, p: number, n: number): number {
+  while (n >= 128) {
+    b[p++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  b[p++] = n;
+  return p;
+}
+
+/**
+ * A response buffer (every byte is written): node's pooled `Buffer.allocUnsafe`, several times
+ * cheaper than `new Uint8Array(n)` in Deno for the few bytes of a Put or Delete answer.
+ */
+function _alloc(n: number): Uint8Array {
+  return Buffer.allocUnsafe(n);
+}
+
+/** A `uint64` given as a number, as the server ever sends one: a non-negative integer. */
+function _u64(n: number): number {
+  return Number.isFinite(n) && n > 0 ? Math.floor(n) : 0;
+}
+
+/** Bytes of a bool field (when present). */
+function _boolLen(v: boolean | undefined | null): number {
+  return v === undefined || v === null ? 0 : 2;
+}
+
+/** Bytes of a uint64 field (when present). */
+function _u64Len(v: number | undefined | null): number {
+  return v === undefined || v === null ? 0 : 1 + _varintLen(_u64(v));
+}
+
+function _putBool(out: Uint8Array, p: number, tag: number, v: boolean | undefined | null): number {
+  if (v === undefined || v === null) return p;
+  out[p] = tag;
+  out[p + 1] = v ? 1 : 0;
+  return p + 2;
+}
+
+function _putU64(out: Uint8Array, p: number, tag: number, v: number | undefined | null): number {
+  if (v === undefined || v === null) return p;
+  out[p] = tag;
+  return _putVarint(out, p + 1, _u64(v));
+}
+
+/**
+ * Encodes a `kvstore.PutResponse`. Like protobufjs, a field that is present is written even when
+ * it holds its default (decoders read both the same).
+ *
+ * @example
+ * ```ts
+ * console.log(encodePutResponse({ success: true, index: 5 })); // Uint8Array(4) [ 8, 1, 16, 5 ]
+ * ```
+ */
+export function encodePutResponse(m: PutResponse): Uint8Array {
+  const out = _alloc(_boolLen(m.success) + _u64Len(m.index));
+  _putU64(out, _putBool(out, 0, 0x08, m.success), 0x10, m.index);
+  return out;
+}
+
+/**
+ * Encodes a `kvstore.DeleteResponse` (present fields written, as protobufjs does).
+ *
+ * @example
+ * ```ts
+ * console.log(encodeDeleteResponse({ success: true, existed: true, index: 1 })); // Uint8Array(6) [ 8, 1, 16, 1, 24, 1 ]
+ * ```
+ */
+export function encodeDeleteResponse(m: DeleteResponse): Uint8Array {
+  const out = _alloc(_boolLen(m.success) + _boolLen(m.existed) + _u64Len(m.index));
+  let p = _putBool(out, 0, 0x08, m.success);
+  p = _putBool(out, p, 0x10, m.existed);
+  _putU64(out, p, 0x18, m.index);
+  return out;
+}
+
+/**
+ * Encodes a `kvstore.GetResponse` (present fields written, as protobufjs does).
+ *
+ * @example
+ * ```ts
+ * console.log(encodeGetResponse({ value: new Uint8Array([7]), found: true })); // Uint8Array(5) [ 10, 1, 7, 16, 1 ]
+ * ```
+ */
+export function encodeGetResponse(m: GetResponse): Uint8Array {
+  const v = m.value as Uint8Array | undefined | null;
+  const vl = v === undefined || v === null ? -1 : v.length;
+  const out = _alloc((vl >= 0 ? 1 + _varintLen(vl) + vl : 0) + _boolLen(m.found));
+  let p = 0;
+  if (vl >= 0) {
+    out[p++] = 0x0a;
+    p = _putVarint(out, p, vl);
+    out.set(v!, p);
+    p += vl;
+  }
+  _putBool(out, p, 0x10, m.found);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,14 @@ import * as grpc from "@grpc/grpc-js";
 import type { CommandResult } from "../raft/command.ts";
 import { type CommandInput, DriverError, type RaftDriver } from "./raft_driver.ts";
 import type { StateMachine } from "./state_machine.ts";
+import {
+  decodeDeleteRequest,
+  decodeGetRequest,
+  decodePutRequest,
+  encodeDeleteResponse,
+  encodeGetResponse,
+  encodePutResponse,
+} from "./proto.ts";
 import type {
   CompareAndSwapRequest,
   CompareAndSwapResponse,
@@ -129,14 +137,15 @@ function _seq(n: unknown): number {
 type AnyCall = grpc.ServerUnaryCall<any, any>;
 
 function _timeoutMs(call: AnyCall): number {
-  const d = call.getDeadline();
+  // server/h2 calls give the deadline as a number (no Date per request); grpc-js ones as a Date.
+  const fast = (call as { deadlineMs?: unknown }).deadlineMs;
+  const d = typeof fast === "number" ? fast : call.getDeadline();
   let ms = DEFAULT_TIMEOUT_MS;
   if (d instanceof Date) ms = d.getTime() - Date.now();
   else if (typeof d === "number" && Number.isFinite(d)) ms = d - Date.now();
   return Math.max(1, Math.min(ms - 5, 30_000));
 }
 
-/** Builds the `kvstore.KVStore` implementation over a node. */
 const _MALFORMED = Symbol("malformed request");
 
 function _malformedReason(request: unknown): string | undefined {
@@ -145,9 +154,23 @@ function _malformedReason(request: unknown): string | undefined {
 }
 
 /**
+ * The hot methods' hand-written codecs (server/proto.ts): the same messages as protobufjs decodes
+ * and encodes, without its intermediate objects and copies.
+ */
+const _FAST_CODECS: Record<
+  string,
+  { decode: (b: Uint8Array) => unknown; encode: (m: never) => Uint8Array } | undefined
+> = {
+  "/kvstore.KVStore/Put": { decode: decodePutRequest, encode: encodePutResponse },
+  "/kvstore.KVStore/Get": { decode: decodeGetRequest, encode: encodeGetResponse },
+  "/kvstore.KVStore/Delete": { decode: decodeDeleteRequest, encode: encodeDeleteResponse },
+};
+
+/**
  * Wraps a service definition so that a request whose bytes do not decode reaches the handler as
  * a marker (answered `INVALID_ARGUMENT` by {@linkcode kvstoreHandlers}) instead of grpc-js's
- * `INTERNAL` "Error deserializing request".
+ * `INTERNAL` "Error deserializing request". Put, Get and Delete use the hand-written codecs of
+ * server/proto.ts (their request's `bytes` fields are views into the request buffer).
  *
  * @example
  * ```ts
@@ -157,9 +180,11 @@ function _malformedReason(request: unknown): string | undefined {
 export function tolerantService(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [name, method] of Object.entries(def)) {
-    const decode = method.requestDeserialize;
+    const fast = _FAST_CODECS[method.path];
+    const decode = fast?.decode ?? method.requestDeserialize;
     out[name] = {
       ...method,
+      ...(fast === undefined ? {} : { responseSerialize: fast.encode as (v: unknown) => Buffer }),
       requestDeserialize: (buf: Buffer) => {
         try {
           return decode(buf);
@@ -172,6 +197,20 @@ export function tolerantService(def: grpc.ServiceDefinition): grpc.ServiceDefini
   return out;
 }
 
+function _putAnswer(r: { index: number }): PutResponse {
+  return { success: true, index: r.index };
+}
+
+function _deleteAnswer(r: { result: CommandResult; index: number }): DeleteResponse {
+  const existed = r.result.kind === "delete" ? r.result.existed : false;
+  return { success: true, existed, index: r.index };
+}
+
+function _getAnswer(v: Uint8Array | undefined): GetResponse {
+  return v === undefined ? { value: EMPTY, found: false } : { value: v, found: true };
+}
+
+/** Builds the `kvstore.KVStore` implementation over a node. */
 export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImplementation {
   const fail = (e: unknown): grpc.ServiceError => {
     let code = grpc.status.INTERNAL;
@@ -239,35 +278,34 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       reply: req.message ? req.message : "pong",
     })),
 
-    Put: unary<PutRequest, PutResponse>(async (req, call) => {
+    // Put, Get and Delete are written without `async` (their promise chains are what every
+    // request allocates: an async function adds its own promise and resume closures).
+    Put: unary<PutRequest, PutResponse>((req, call) => {
       const key = _checkKey(req.key);
       const value = _checkValue(req.value);
-      const { index } = await write({
+      return write({
         op: "put",
         key,
         value,
         clientId: _clientId(req.client_id, req.seq),
         seq: _seq(req.seq),
-      }, call);
-      return { success: true, index };
+      }, call).then(_putAnswer);
     }),
 
-    Get: unary<GetRequest, GetResponse>(async (req, call) => {
+    Get: unary<GetRequest, GetResponse>((req, call) => {
       const key = _checkKey(req.key);
-      await readBarrier(req.serializable === true, call);
-      const v = ctx.sm.get(key);
-      return v === undefined ? { value: EMPTY, found: false } : { value: v, found: true };
+      if (req.serializable === true || ctx.unsafeLocalReads) return _getAnswer(ctx.sm.get(key));
+      return ctx.driver.readBarrier(_timeoutMs(call)).then(() => _getAnswer(ctx.sm.get(key)));
     }),
 
-    Delete: unary<DeleteRequest, DeleteResponse>(async (req, call) => {
+    Delete: unary<DeleteRequest, DeleteResponse>((req, call) => {
       const key = _checkKey(req.key);
-      const { result, index } = await write({
+      return write({
         op: "delete",
         key,
         clientId: _clientId(req.client_id, req.seq),
         seq: _seq(req.seq),
-      }, call);
-      return { success: true, existed: result.kind === "delete" ? result.existed : false, index };
+      }, call).then(_deleteAnswer);
     }),
 
     Scan: unary<ScanRequest, ScanResponse>(async (req, call) => {

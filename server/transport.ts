@@ -34,7 +34,7 @@ import * as grpc from "@grpc/grpc-js";
 import { decodeMessages, encodeMessages } from "../raft/codec.ts";
 import { type Message, MessageType } from "../raft/types.ts";
 import type { Logger } from "./log.ts";
-import { decodePeerFrame, encodePeerFrameMessage, PeerStream } from "./peer_stream.ts";
+import { decodePeerFrame, PeerStream } from "./peer_stream.ts";
 import { MAX_MESSAGE_BYTES, type PeerFrame, raftPackage } from "./proto.ts";
 
 /** A frame is cut before it exceeds this many payload bytes (unless one message is larger). */
@@ -167,7 +167,7 @@ class _Peer {
         onClose: (why) => this.#onBroken(link, why),
       });
       link = {
-        write: (frame) => stream.write(encodePeerFrameMessage(frame)),
+        write: (frame) => stream.writeFrame(frame),
         close: () => stream.close(),
       };
       this.#call = link;

@@ -87,7 +87,8 @@ export class ServerCall {
   cancelled = false;
   readonly #sink: CallSink;
   readonly kind: CallKind;
-  readonly #headers: ReadonlyArray<readonly [string, string]>;
+  /** Request header fields, flat: `[name0, value0, name1, value1, ...]`. */
+  readonly #headers: readonly string[];
   readonly #deadline: number;
   #metadata: grpc.Metadata | undefined;
   #listeners: Map<string, Listener[]> | undefined;
@@ -99,7 +100,7 @@ export class ServerCall {
   constructor(
     sink: CallSink,
     kind: CallKind,
-    headers: ReadonlyArray<readonly [string, string]>,
+    headers: readonly string[],
     deadline: number,
   ) {
     this.#sink = sink;
@@ -112,7 +113,10 @@ export class ServerCall {
   get metadata(): grpc.Metadata {
     if (this.#metadata !== undefined) return this.#metadata;
     const md = new grpc.Metadata();
-    for (const [k, v] of this.#headers) {
+    const h = this.#headers;
+    for (let i = 0; i < h.length; i += 2) {
+      const k = h[i]!;
+      const v = h[i + 1]!;
       if (k.startsWith(":") || _TRANSPORT_HEADERS.has(k)) continue;
       try {
         if (k.endsWith("-bin")) {
@@ -126,6 +130,11 @@ export class ServerCall {
     }
     this.#metadata = md;
     return md;
+  }
+
+  /** The call's deadline in epoch milliseconds (Infinity when the client set none): no Date. */
+  get deadlineMs(): number {
+    return this.#deadline;
   }
 
   /** The call's deadline: a Date, or Infinity when the client set none. */

@@ -502,7 +502,7 @@ export class H2Conn {
     }
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     if ((flags & FLAG_END_HEADERS) !== 0) {
-      this.#onHeaderBlock(sid, endStream, b.subarray(start, end));
+      this.#onHeaderBlock(sid, endStream, b, start, end);
       return;
     }
     this.#contStream = sid;
@@ -531,14 +531,15 @@ export class H2Conn {
     const block = this.#contBuf.subarray(0, this.#contBytes);
     this.#contBuf = new Uint8Array(0);
     this.#contStream = 0;
-    this.#onHeaderBlock(sid, this.#contEndStream, block);
+    this.#onHeaderBlock(sid, this.#contEndStream, block, 0, block.length);
   }
 
-  #onHeaderBlock(sid: number, endStream: boolean, block: Uint8Array): void {
-    let headers: Array<[string, string]>;
+  /** A complete header block: `b[start, end)`. */
+  #onHeaderBlock(sid: number, endStream: boolean, b: Uint8Array, start: number, end: number): void {
+    let headers: string[];
     let tooLarge = false;
     try {
-      headers = this.#hpack.decode(block);
+      headers = this.#hpack.decodeFlat(b, start, end);
     } catch (e) {
       if (!(e instanceof HeaderListTooLargeError)) {
         return this.#connError(H2_COMPRESSION_ERROR, e instanceof Error ? e.message : "HPACK");
@@ -569,7 +570,9 @@ export class H2Conn {
     }
     let method = "", path = "", contentType = "", timeout = "";
     let regular = false;
-    for (const [k, v] of headers) {
+    for (let i = 0; i < headers.length; i += 2) {
+      const k = headers[i]!;
+      const v = headers[i + 1]!;
       if (k.charCodeAt(0) === 0x3a /* : */) {
         if (regular) return this.#malformed(sid, endStream);
         if (k === ":method") method = v;

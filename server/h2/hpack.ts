@@ -176,8 +176,12 @@ export class HpackDecoder {
   #size = 0;
   /** Scratch buffer for Huffman output, grown on demand (bounded by the block's length × 8/5). */
   #scratch = new Uint8Array(256);
+  /** Reused output of `decodeFlat` (copied out at the end of each block). */
+  readonly #flat: string[] = [];
   /** The block being decoded and the read position in it (only during `decode`). */
   #block: Uint8Array = EMPTY;
+  /** Where the block being decoded ends in `#block`. */
+  #blockEnd = 0;
   #pos = 0;
   /** The last string read by `#readStringBytes`: bounds, and whether they point into `#scratch`. */
   #strStart = 0;
@@ -234,10 +238,22 @@ export class HpackDecoder {
    * over `maxHeaderListSize` (the state is then still valid).
    */
   decode(block: Uint8Array): Array<[name: string, value: string]> {
+    const flat = this.decodeFlat(block);
     const out: Array<[string, string]> = [];
-    const end = block.length;
+    for (let i = 0; i < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+    return out;
+  }
+
+  /**
+   * {@linkcode decode} into one flat array `[name0, value0, name1, value1, ...]` (a single
+   * allocation per block instead of one pair per field: what the server's hot path uses).
+   */
+  decodeFlat(block: Uint8Array, start = 0, end: number = block.length): string[] {
+    const out = this.#flat;
+    let n = 0;
     this.#block = block;
-    this.#pos = 0;
+    this.#blockEnd = end;
+    this.#pos = start;
     let listSize = 0;
     let tooLarge = false;
     let fieldSeen = false;
@@ -291,13 +307,18 @@ export class HpackDecoder {
         }
         listSize += name.length + value.length + ENTRY_OVERHEAD;
         if (listSize > this.#maxHeaderListSize) tooLarge = true;
-        if (!tooLarge) out.push([name, value]);
+        if (!tooLarge) {
+          out[n++] = name;
+          out[n++] = value;
+        }
       }
     } finally {
       this.#block = EMPTY;
     }
     if (tooLarge) throw new HeaderListTooLargeError(listSize, this.#maxHeaderListSize);
-    return out;
+    const list = out.slice(0, n);
+    out.fill("", 0, n);
+    return list;
   }
 
   /** Reads an integer with an N-bit prefix at `#pos` (5.1), at most 2^31 - 1. */
@@ -308,7 +329,7 @@ export class HpackDecoder {
     if (value < mask) return value;
     let shift = 0;
     for (;;) {
-      if (this.#pos >= block.length) throw new HpackError("truncated integer");
+      if (this.#pos >= this.#blockEnd) throw new HpackError("truncated integer");
       const b = block[this.#pos++]!;
       value += (b & 0x7f) * 2 ** shift;
       if (value > MAX_INT) throw new HpackError("integer does not fit in 31 bits");
@@ -324,11 +345,11 @@ export class HpackDecoder {
    */
   #readStringBytes(): void {
     const block = this.#block;
-    if (this.#pos >= block.length) throw new HpackError("truncated string length");
+    if (this.#pos >= this.#blockEnd) throw new HpackError("truncated string length");
     const huffman = (block[this.#pos]! & 0x80) !== 0;
     const len = this.#readInt(7);
     const start = this.#pos;
-    if (len > block.length - start) {
+    if (len > this.#blockEnd - start) {
       throw new HpackError("string literal runs past the end of the block");
     }
     this.#pos = start + len;

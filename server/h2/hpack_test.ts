@@ -822,3 +822,24 @@ Deno.test("encodeHeaders output is accepted by nghttp2 (a node:http2 server)", a
     await new Promise<void>((r) => server.close(() => r()));
   }
 });
+
+Deno.test("hpack: decodeFlat reads only [start, end) of a larger buffer", () => {
+  const fields: Array<[string, string]> = [
+    [":method", "POST"],
+    [":path", "/kvstore.KVStore/Put"],
+    ["grpc-timeout", "4999m"],
+    ["x-custom", "some value"],
+  ];
+  const block = encodeHeaders(fields);
+  const big = new Uint8Array(block.length + 20).fill(0xff);
+  big.set(block, 7);
+  const d = new HpackDecoder();
+  assert.deepEqual(d.decodeFlat(big, 7, 7 + block.length), fields.flat());
+  // A block cut inside its last string is truncated although more bytes follow in the buffer.
+  const d2 = new HpackDecoder();
+  big.set(block, 7);
+  big[7 + block.length] = 0x61; // a byte the cut-off string could wrongly take
+  assert.throws(() => d2.decodeFlat(big, 7, 7 + block.length - 1), HpackError);
+  // The pair form is the same list.
+  assert.deepEqual(new HpackDecoder().decode(block), fields);
+});

@@ -218,10 +218,15 @@ export class FrameWriter {
  * milliseconds; undefined when malformed.
  */
 export function parseGrpcTimeout(v: string): number | undefined {
-  const m = /^(\d{1,8})([HMSmun])$/.exec(v);
-  if (m === null) return undefined;
-  const n = Number(m[1]);
-  switch (m[2]) {
+  const digits = v.length - 1;
+  if (digits < 1 || digits > 8) return undefined;
+  let n = 0;
+  for (let i = 0; i < digits; i++) {
+    const c = v.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return undefined;
+    n = n * 10 + c;
+  }
+  switch (v[digits]) {
     case "H":
       return n * 3_600_000;
     case "M":
@@ -232,8 +237,10 @@ export function parseGrpcTimeout(v: string): number | undefined {
       return n;
     case "u":
       return n / 1000;
-    default:
+    case "n":
       return n / 1_000_000;
+    default:
+      return undefined;
   }
 }
 

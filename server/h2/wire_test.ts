@@ -8,7 +8,9 @@ Deno.test("grpc-timeout values parse in every unit; malformed ones are refused",
   assert.equal(parseGrpcTimeout("250m"), 250);
   assert.equal(parseGrpcTimeout("1500u"), 1.5);
   assert.equal(parseGrpcTimeout("2000000n"), 2);
-  for (const bad of ["", "5", "S", "123456789S", "5s", "-1S", "1.5S"]) {
+  assert.equal(parseGrpcTimeout("99999999m"), 99_999_999);
+  assert.equal(parseGrpcTimeout("0S"), 0);
+  for (const bad of ["", "5", "S", "123456789S", "5s", "-1S", "1.5S", "5X", " 5S", "5 S", "/S"]) {
     assert.equal(parseGrpcTimeout(bad), undefined, bad);
   }
 });
