@@ -4,7 +4,21 @@
  * on one gRPC port (server/h2/server.ts: HTTP/2 directly on `Deno.listen`, not grpc-js's server).
  *
  * Data directory layout: `CLUSTER_ID` (server/cluster_id.ts), `kv/` (storage/ KVEngine, opened
- * with `sync: "none"`: the Raft log is the write-ahead log), `raft/` (raft/log_store.ts).
+ * with `wal: false`: the Raft log is the write-ahead log), `raft/` (raft/log_store.ts).
+ *
+ * Recovery rests on one invariant: **the Raft log is never compacted past the engine's durable
+ * applied index.** The engine has no WAL of its own; after a crash it holds a prefix of the apply
+ * batches (each carries the applied index, server/state_machine.ts), and the restart re-applies
+ * the committed entries after that index from the Raft log. The paths that shorten the log keep
+ * those entries until the engine made them durable:
+ * - local snapshots (`#maybeSnapshot`, `initSnapshot` in server/raft_driver.ts) record the log
+ *   snapshot at `applied` and compact the log only after `engine.flush()` resolved, which
+ *   (`wal: false`) means every write up to `applied` is in level-0 tables and a synced manifest;
+ * - an installed snapshot is recorded in the log before the engine holds it, but its data file
+ *   stays in `snap/` until `engine.replaceAll` (durable when it resolves) finished, and a restart
+ *   that finds the log's snapshot index above the engine's applied index installs it again
+ *   (below in `startNode`);
+ * - a graceful stop closes the engine, which flushes its memtables.
  *
  * @example
  * ```ts ignore
@@ -133,10 +147,10 @@ function _memberId(n: unknown): number {
 
 /**
  * The KV engine's memtable size on node `id`: 3, 4 or 5 MiB by `id` (4 MiB on average).
- * Every replica applies the same writes, so with equal sizes all of them switch memtables, sync
- * the old engine WAL and write a level-0 table at the same moment (tens of milliseconds of
- * stall each): no majority is left to commit meanwhile. Different sizes spread those stalls
- * out, so at most one node's is in the way at a time and the other two still form a quorum.
+ * Every replica applies the same writes, so with equal sizes all of them switch memtables and
+ * write a level-0 table at the same moment (tens of milliseconds of main-thread work each): no
+ * majority is left to commit meanwhile. Different sizes spread those stalls out, so at most one
+ * node's is in the way at a time and the other two still form a quorum.
  */
 export function memtableBytesFor(id: number): number {
   return (3 + (Math.abs(Math.trunc(id)) + 2) % 3) * 1024 * 1024;
@@ -192,6 +206,9 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   let engine: KVEngine;
   try {
     engine = await KVEngine.open(`${opts.dataDir}/kv`, {
+      // No engine WAL: the Raft log is the write-ahead log (see the module header for the
+      // invariant this relies on). A data directory from a run with the WAL is migrated on open.
+      wal: false,
       sync: "none",
       memtableBytes: memtableBytesFor(opts.id),
       maxKeyBytes: MAX_KEY_BYTES + 16,

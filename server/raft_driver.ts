@@ -210,7 +210,7 @@ export class RaftDriver {
     const applied = this.#o.sm.applied;
     if (applied === 0) return;
     if (applied > this.#snapIndex) {
-      await so.engine.flush();
+      await so.engine.flush(); // durable up to `applied` before the log records the snapshot
       this.#o.store.createSnapshot(applied, this.node.confState());
       this.#snapIndex = applied;
       await this.#o.store.sync();
@@ -230,10 +230,14 @@ export class RaftDriver {
   /**
    * After apply: snapshot and compact the log once enough entries were applied. The engine view
    * and the membership are taken now, at exactly `applied` (no apply is running: the Ready loop
-   * calls this between applies); making the engine durable up to there (one WAL fdatasync of
-   * everything applied since the last snapshot, milliseconds to tens of milliseconds) runs in the
-   * background, and only then is the snapshot recorded in the log and the log compacted. The
-   * Ready loop does not wait for it: the pipeline keeps persisting, replicating and applying.
+   * calls this between applies); making the engine durable up to there (the engine runs without
+   * a WAL: `flush()` seals its memtable and waits for the level-0 table and manifest edit, tens of
+   * milliseconds) runs in the background, and only then is the snapshot recorded in the log and
+   * the log compacted. The Ready loop does not wait for it: the pipeline keeps persisting,
+   * replicating and applying (writes after the seal go to the next memtable).
+   *
+   * Invariant (server/node.ts header): the log is never compacted past the engine's durable
+   * applied index — a restart re-applies the entries after it from the log.
    */
   #maybeSnapshot(): void {
     const so = this.#o.snapshots;
@@ -243,7 +247,7 @@ export class RaftDriver {
     this.#bytesSinceSnap = 0;
     const view = so.engine.snapshot();
     const cs = this.node.confState();
-    // The engine runs without fsync: make it durable up to `applied` before the log forgets.
+    // The engine has no WAL: make it durable up to `applied` before the log forgets.
     this.#snapTask = so.engine.flush().then(
       () => {
         // Stopped, or a snapshot received from the leader was installed meanwhile.
@@ -721,8 +725,7 @@ export class RaftDriver {
     if (last !== undefined) this.#durableLast = last.index;
     // The acknowledgements (and votes) depend on what was just persisted, never on applying:
     // they leave as soon as the fsync is done, not after the early apply, which can wait behind
-    // the KV engine (a memtable switch syncs the old engine WAL, tens of milliseconds on every
-    // node at the same moment, since all apply the same writes).
+    // the KV engine (a memtable switch or a level-0 flush holding the event loop).
     if (late.length > 0) this.#sendMessages(late);
     if (early !== undefined) await early;
     if (split < ce.length) await this.#apply(split === 0 ? ce : ce.slice(split));
@@ -733,6 +736,9 @@ export class RaftDriver {
 
   async #installSnapshot(index: number, file: string): Promise<void> {
     const so = this.#o.snapshots!;
+    // The log already records the snapshot (and dropped the entries it covers); the data file is
+    // what a restart would install it from (server/node.ts), so it goes only after replaceAll,
+    // which is durable when it resolves (the engine has no WAL to replay it from).
     await so.engine.replaceAll(readSnapshotFile(file));
     this.#o.sm.reload();
     if (this.#o.sm.applied !== index) {

@@ -1,11 +1,12 @@
 /**
  * The replicated state machine: applies committed log entries to the `KVEngine`.
  *
- * Durability comes from the Raft log (the engine is opened with `sync: "none"`): every apply
- * batch is ONE atomic engine write that carries the user operations, the exactly-once table
- * updates (client id → last seq + result, Raft thesis §6.3) and the new applied index. After a
- * crash the engine holds a prefix of the applied batches, so a restart re-applies exactly the
- * committed entries after the persisted applied index.
+ * Durability comes from the Raft log (the engine is opened with `wal: false`: no WAL of its own,
+ * storage/wal_format.md): every apply batch is ONE atomic engine write that carries the user
+ * operations, the exactly-once table updates (client id → last seq + result, Raft thesis §6.3)
+ * and the new applied index. After a crash the engine holds a prefix of the applied batches, so a
+ * restart re-applies exactly the committed entries after the persisted applied index (the log
+ * keeps them: server/node.ts states the invariant).
  *
  * Key layout inside the engine (never change these values; they reach the disk):
  *
@@ -20,7 +21,7 @@
  * ```ts ignore
  * import { KVEngine } from "../storage/mod.ts";
  * import { StateMachine } from "./state_machine.ts";
- * const sm = await StateMachine.open(await KVEngine.open("./data/x", { sync: "none" }));
+ * const sm = await StateMachine.open(await KVEngine.open("./data/x", { wal: false }));
  * console.log(sm.applied);
  * ```
  *

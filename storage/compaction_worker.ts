@@ -3,24 +3,35 @@
  * thread). The engine posts a {@link CompactionRequest}; the worker merges the input tables and
  * writes synced output tables under temporary names; the engine renames them to table numbers
  * and records them in the manifest (so a crash before that leaves only `*.tmp` files, deleted
- * on open).
+ * on open). It also writes level-0 tables: a {@link FlushRequest} carries a copy of a sealed
+ * memtable's arena (transferred, not cloned), which the worker walks as the engine would.
  *
  * @module
  */
+import { setImmediate } from "node:timers";
 import { BlockCache } from "./block_cache.ts";
 import { writeCompacted } from "./compaction.ts";
 import { CorruptionError, StorageError } from "./errors.ts";
 import { DenoFs } from "./fs.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
-import { type Block, Table, writeTableFile } from "./sstable.ts";
+import { MemTable } from "./memtable.ts";
+import { type Block, LevelIterator, Table, writeTableFile } from "./sstable.ts";
 import type { LevelRanges } from "./compaction.ts";
 
 /** A compaction job. */
 export interface CompactionRequest {
   /** Job id, echoed in the reply. */
   id: number;
-  /** Input tables, newest data first (level-0 tables newest first, then the next level). */
+  /**
+   * Input tables of the compacted level, newest data first (level-0 tables newest first), then,
+   * unless `run` is given, those of the next level.
+   */
   inputs: Array<{ path: string; number: number }>;
+  /**
+   * The overlapping tables of the next level, in key order (sorted, disjoint), with their key
+   * ranges: merged as one input (fewer merge inputs than one per table).
+   */
+  run?: Array<{ path: string; number: number; smallest: Uint8Array; largest: Uint8Array }>;
   /** Oldest live snapshot. */
   smallestSnapshot: number;
   /** Key ranges of the levels below the output. */
@@ -29,6 +40,59 @@ export interface CompactionRequest {
   splitBytes: number;
   /** Output paths are `${tmpPrefix}${i}.tmp`. */
   tmpPrefix: string;
+}
+
+/**
+ * A memtable flush job: write the entries of a sealed memtable as one synced level-0 table at
+ * `path` (a temporary name the engine renames once the reply arrives).
+ */
+export interface FlushRequest {
+  /** Job kind. */
+  kind: "flush";
+  /** Job id, echoed in the reply. */
+  id: number;
+  /** A copy of the memtable's arena ({@link MemTable.copyArena}), transferred to the worker. */
+  arena: ArrayBuffer;
+  /** Output path (`*.tmp`). */
+  path: string;
+}
+
+/** Any job the worker accepts (a request without `kind` is a compaction). */
+export type WorkerRequest = (CompactionRequest & { kind?: "compact" }) | FlushRequest;
+
+/** Runs one flush job (exported for tests; the worker calls it per message). */
+export async function runFlush(req: FlushRequest): Promise<CompactionReply> {
+  const fs = new DenoFs();
+  const outputs: Extract<CompactionReply, { ok: true }>["outputs"] = [];
+  try {
+    const it = MemTable.fromArena(req.arena).iterator();
+    it.seekToFirst();
+    await writeCompacted(it, {
+      dropAll: false,
+      smallestSnapshot: 0,
+      deeper: [],
+      splitBytes: Infinity,
+      emit: async (bytes, info) => {
+        await writeTableFile(fs, req.path, bytes);
+        outputs.push({
+          path: req.path,
+          size: info.size,
+          entries: info.entries,
+          smallest: info.smallest,
+          largest: info.largest,
+        });
+      },
+    });
+    return { id: req.id, ok: true, outputs };
+  } catch (e) {
+    for (const o of outputs) await fs.remove(o.path).catch(() => {});
+    return {
+      id: req.id,
+      ok: false,
+      message: String(e),
+      kind: e instanceof StorageError ? e.kind : undefined,
+    };
+  }
 }
 
 /** The worker's reply. */
@@ -52,7 +116,20 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
     for (const inp of req.inputs) {
       tables.push(await Table.open(fs, inp.path, { number: inp.number, cache }));
     }
-    const children: InternalIterator[] = tables.map((t) => t.iterator());
+    // One pass over each input: chunked reads, no cache.
+    const children: InternalIterator[] = tables.map((t) => t.sequentialIterator());
+    const run = req.run ?? [];
+    if (run.length > 0) {
+      const runTables: Table[] = [];
+      for (const inp of run) {
+        const t = await Table.open(fs, inp.path, { number: inp.number, cache });
+        tables.push(t);
+        runTables.push(t);
+      }
+      children.push(
+        new LevelIterator(runTables, run.map((r) => r.smallest), run.map((r) => r.largest), true),
+      );
+    }
     const it = new MergingIterator(children);
     it.seekToFirst();
     await writeCompacted(it, {
@@ -60,6 +137,9 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
       smallestSnapshot: req.smallestSnapshot,
       deeper: req.deeper,
       splitBytes: req.splitBytes,
+      // Every few thousand entries, let queued jobs run: a level-0 flush preempts a long
+      // compaction (as in LevelDB), instead of waiting for it to end.
+      pause: () => new Promise((r) => setImmediate(r)),
       emit: async (bytes, info) => {
         const path = `${req.tmpPrefix}${outputs.length}.tmp`;
         await writeTableFile(fs, path, bytes);
@@ -97,7 +177,7 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
 }
 
 interface _WorkerScope {
-  onmessage: ((ev: MessageEvent<CompactionRequest>) => void) | null;
+  onmessage: ((ev: MessageEvent<WorkerRequest>) => void) | null;
   postMessage(message: unknown): void;
 }
 
@@ -105,6 +185,8 @@ interface _WorkerScope {
 if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== "undefined") {
   const scope = globalThis as unknown as _WorkerScope;
   scope.onmessage = (ev) => {
-    runCompaction(ev.data).then((reply) => scope.postMessage(reply));
+    const req = ev.data;
+    const job = req.kind === "flush" ? runFlush(req) : runCompaction(req);
+    job.then((reply) => scope.postMessage(reply));
   };
 }

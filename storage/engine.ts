@@ -3,7 +3,9 @@
  *
  * Concurrency model (one JS thread): writes go through one commit loop (group commit: every
  * batch queued while the previous group was being written joins the next group, which costs one
- * append and, unless `sync: "none"`, one fdatasync). Flushes and compactions run in one
+ * append and, unless `sync: "none"`, one fdatasync; with `wal: false`, no I/O at all: the caller's
+ * own log is the write-ahead log and the engine's durable state is a prefix of the writes, see
+ * {@link KVEngineOptions.wal}). Flushes and compactions run in one
  * background loop that yields to the event loop between blocks of work. Reads are synchronous
  * underneath (positional reads of 4 KiB blocks) and see an immutable {@link Version} plus the
  * memtables; snapshots and scans pin a version so its tables outlive compactions.
@@ -34,7 +36,7 @@ import {
   type TableMeta,
   type VersionEdit,
 } from "./manifest.ts";
-import { MemTable } from "./memtable.ts";
+import { MemTable, type MemTableOptions } from "./memtable.ts";
 import { MAX_RECORD_PAYLOAD } from "./record.ts";
 import {
   type Block,
@@ -47,7 +49,12 @@ import {
 } from "./sstable.ts";
 import { decodeGroup, readWalSegment, WalEncoder } from "./wal.ts";
 import { type LevelRanges, writeCompacted } from "./compaction.ts";
-import type { CompactionReply, CompactionRequest } from "./compaction_worker.ts";
+import type {
+  CompactionReply,
+  CompactionRequest,
+  FlushRequest,
+  WorkerRequest,
+} from "./compaction_worker.ts";
 
 /** Durability of acknowledged writes. */
 export type SyncMode = "always" | "batch" | "none";
@@ -63,6 +70,24 @@ export interface KVEngineOptions {
    * far durable.
    */
   sync?: SyncMode;
+  /**
+   * `true` (default): writes go to the WAL first, with the guarantees of `sync`.
+   *
+   * `false`: the engine keeps no WAL, for a caller that has a write-ahead log of its own (a Raft
+   * node: its Raft log plus an applied index written in the same batch as the data). Writes go
+   * only to the memtable and resolve at once (`sync` is ignored); a full memtable is sealed
+   * without any fdatasync and written to a level-0 table in the background. What survives a
+   * crash is always a **prefix** of the writes at memtable granularity: memtables are flushed
+   * in write order, each flush is one atomic manifest edit, and a batch never spans two
+   * memtables, so the engine never holds a later write without every earlier one.
+   * {@link KVEngine.flush} (and {@link KVEngine.close}) make everything written so far durable by
+   * sealing the memtable and waiting for its level-0 table and manifest edit.
+   * {@link KVEngine.replaceAll} is durable when it resolves, as with the WAL. Opening a directory
+   * that still holds WAL segments (a run with the WAL on) replays them into level-0 tables and
+   * deletes them. Keys and values are copied into the memtable when the write is applied; do
+   * not modify them before the write resolves.
+   */
+  wal?: boolean;
   /** MemTable size that triggers a flush (default 4 MiB). */
   memtableBytes?: number;
   /** Largest key in bytes (default 65536). */
@@ -77,6 +102,12 @@ export interface KVEngineOptions {
   level1Bytes?: number;
   /** Level-0 table count that triggers a compaction (default 4). */
   l0CompactionTrigger?: number;
+  /**
+   * Level-0 table count from which each write group is delayed by about 1 ms (LevelDB's soft
+   * limit: it spreads the wait for compaction over many writes instead of one long stop;
+   * default 8, at most `l0StopWrites`).
+   */
+  l0SlowdownWrites?: number;
   /** Level-0 table count at which writes wait for compaction (default 12). */
   l0StopWrites?: number;
   /**
@@ -85,7 +116,7 @@ export interface KVEngineOptions {
    * `--allow-read` on the `storage/` directory); otherwise compactions run in-thread.
    */
   compactionWorker?: boolean;
-  /** Compactions with less input than this run in-thread even with a worker (default 4 MiB). */
+  /** Compactions with less input than this run in-thread even with a worker (default 0). */
   workerMinBytes?: number;
   /** File system (default: the real one). Tests pass a {@link MemFs}. */
   fs?: FileSystem;
@@ -142,6 +173,12 @@ function _workerAllowed(): boolean {
 function _yieldToEventLoop(): Promise<void> {
   return new Promise((r) => setImmediate(r));
 }
+/** Resolves after about `ms` milliseconds. */
+function _delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+/** While background work runs, the commit loop yields to the event loop this often (ms). */
+const _WRITER_YIELD_MS = 1;
 const _MAX_SEQ = Number.MAX_SAFE_INTEGER;
 /** Under sync "none", a background WAL fdatasync starts after this many appended bytes. */
 const _WAL_BYTES_PER_SYNC = 512 * 1024;
@@ -255,13 +292,18 @@ export class KVEngine {
   readonly #fs: FileSystem;
   readonly #dir: string;
   readonly #sync: SyncMode;
+  /** False: no WAL (see {@link KVEngineOptions.wal}). */
+  readonly #walOn: boolean;
   readonly #memtableBytes: number;
+  /** Arena size of new memtables: a full one plus one more write group fits without growing. */
+  readonly #memOptions: MemTableOptions;
   readonly #maxKey: number;
   readonly #maxValue: number;
   readonly #tableBytes: number;
   readonly #level1Bytes: number;
   readonly #l0Trigger: number;
   readonly #l0Stop: number;
+  readonly #l0Slowdown: number;
   readonly #log: (m: string) => void;
   readonly #cache: BlockCache<Block>;
   #lock: FileLock | undefined;
@@ -276,6 +318,12 @@ export class KVEngine {
   #wal: StorageFile | undefined;
   #oldWals: StorageFile[] = [];
   #lastSeq = 0;
+  /**
+   * `#lastSeq` when the memtable was last sealed (or the content replaced, or the engine
+   * opened): every write up to it is in `#imm` or in tables, so once `#imm` is null it is
+   * durable. Without a WAL, flush() waits on it.
+   */
+  #sealedSeq = 0;
   #encoder = new WalEncoder();
 
   #queue: Array<_Pending | _Exclusive> = [];
@@ -306,6 +354,19 @@ export class KVEngine {
   #worker: Worker | undefined;
   #jobId = 0;
   #workerJobs = 0;
+  /** Memtable flushes done on the worker. */
+  #workerFlushes = 0;
+  /** Worker jobs awaiting their reply, by job id. */
+  #workerPending = new Map<
+    number,
+    { resolve: (r: CompactionReply) => void; reject: (e: unknown) => void }
+  >();
+  /** Terminates the worker once it has been idle a while (an idle worker keeps a process alive). */
+  #workerIdle: ReturnType<typeof setTimeout> | undefined;
+  /** Write groups delayed by the level-0 soft limit. */
+  #slowdowns = 0;
+  /** When the commit loop last yielded to the event loop for background work. */
+  #lastYield = 0;
   #onImm: (() => void) | undefined;
 
   private constructor(dir: string, options: KVEngineOptions) {
@@ -315,16 +376,24 @@ export class KVEngine {
     if (!["always", "batch", "none"].includes(this.#sync)) {
       throw new InvalidArgumentError(`bad sync mode ${String(this.#sync)}`);
     }
+    this.#walOn = options.wal ?? true;
+    if (typeof this.#walOn !== "boolean") {
+      throw new InvalidArgumentError(`bad wal option ${String(this.#walOn)}`);
+    }
     this.#memtableBytes = options.memtableBytes ?? 4 * 1024 * 1024;
+    this.#memOptions = {
+      arenaBytes: this.#memtableBytes + Math.max(this.#memtableBytes >> 3, 64 << 10),
+    };
     this.#maxKey = options.maxKeyBytes ?? 65536;
     this.#maxValue = options.maxValueBytes ?? 4 * 1024 * 1024;
     this.#tableBytes = options.tableBytes ?? 2 * 1024 * 1024;
     this.#level1Bytes = options.level1Bytes ?? 10 * 1024 * 1024;
     this.#l0Trigger = options.l0CompactionTrigger ?? 4;
     this.#l0Stop = Math.max(options.l0StopWrites ?? 12, this.#l0Trigger + 1);
+    this.#l0Slowdown = Math.min(options.l0SlowdownWrites ?? 8, this.#l0Stop);
     this.#log = options.log ?? ((m) => console.warn(`concordkv storage: ${m}`));
     this.#cache = new BlockCache(options.blockCacheBytes ?? 8 * 1024 * 1024, recycleBlock);
-    this.#workerMinBytes = options.workerMinBytes ?? 4 * 1024 * 1024;
+    this.#workerMinBytes = options.workerMinBytes ?? 0;
     const wantWorker = options.compactionWorker ?? options.fs === undefined;
     this.#useWorker = wantWorker && _workerAllowed();
     if (wantWorker && !this.#useWorker) {
@@ -346,7 +415,8 @@ export class KVEngine {
 
   /**
    * Opens (creating if needed) the engine in `dir`: takes the lock, reads the manifest, opens
-   * the tables, replays the WAL (truncating a torn tail, failing on mid-log corruption).
+   * the tables, replays the WAL (truncating a torn tail, failing on mid-log corruption) into
+   * level-0 tables, and starts a new WAL segment (none with `wal: false`).
    *
    * @throws {LockedError} another engine holds `dir`.
    * @throws {CorruptionError} a manifest, table or WAL record failed its checks.
@@ -447,7 +517,7 @@ export class KVEngine {
     // not cover yet: never hand those numbers out again.
     for (const n of logs) if (n >= state.nextFile) state.nextFile = n + 1;
     const edit: VersionEdit = { add: [] };
-    let mem = new MemTable();
+    let mem = new MemTable(0, this.#memOptions);
     for (let i = 0; i < logs.length; i++) {
       const path = `${dir}/${_logName(logs[i]!)}`;
       const res = await readWalSegment(fs, path, (seq, kind, key, value) => {
@@ -471,21 +541,28 @@ export class KVEngine {
       }
       if (mem.bytes >= this.#memtableBytes) {
         edit.add!.push(...(await this.#writeLevel0(mem)));
-        mem = new MemTable();
+        mem = new MemTable(0, this.#memOptions);
       }
     }
     if (!mem.empty) edit.add!.push(...(await this.#writeLevel0(mem)));
 
-    // A fresh WAL segment and a fresh manifest holding the whole state.
+    // A fresh WAL segment and a fresh manifest holding the whole state. Without a WAL the number
+    // is still taken, so every replayed segment (all below it) becomes obsolete and is deleted
+    // once the new manifest is durable: their content is in the level-0 tables just written.
     const logNumber = state.nextFile++;
-    this.#wal = await fs.openAppend(`${dir}/${_logName(logNumber)}`, { truncate: true });
-    this.#mem = new MemTable(logNumber);
+    if (this.#walOn) {
+      this.#wal = await fs.openAppend(`${dir}/${_logName(logNumber)}`, { truncate: true });
+    } else if (logs.length > 0) {
+      this.#log(`replayed ${logs.length} WAL segment(s) into level-0 tables; the WAL is off now`);
+    }
+    this.#mem = new MemTable(logNumber, this.#memOptions);
     edit.logNumber = logNumber;
     edit.lastSeq = this.#lastSeq;
     applyEdit(state, edit, compareBytes);
     await this.#installEdit(edit);
     await this.#writeNewManifest();
     await this.#removeObsoleteFiles();
+    this.#sealedSeq = this.#lastSeq;
   }
 
   async #writeLevel0(mem: MemTable): Promise<TableMeta[]> {
@@ -668,7 +745,8 @@ export class KVEngine {
 
   /**
    * Applies `batch` atomically: after a crash either every operation is visible or none is.
-   * Later operations on the same key win. Resolves when durable per the sync mode. Use an
+   * Later operations on the same key win. Resolves when durable per the sync mode (with
+   * `wal: false`, when visible; durable after {@link KVEngine.flush}). Use an
    * ordinary key in the batch to persist metadata (e.g. Raft's applied index) with it.
    *
    * @throws {InvalidArgumentError} empty key, key or value too large, bad op.
@@ -749,6 +827,20 @@ export class KVEngine {
   }
 
   async #commitGroup(group: _Pending[]): Promise<void> {
+    if (!this.#walOn) {
+      // No WAL: straight into the memtable (synchronously, so a batch never spans two memtables
+      // and reads see the group at once when #lastSeq moves).
+      const mem = this.#mem;
+      let seq = this.#lastSeq;
+      for (const p of group) {
+        for (const op of p.entries) {
+          if (op.type === "put") mem.add(op.key, ++seq, KIND_PUT, op.value!);
+          else mem.add(op.key, ++seq, KIND_DELETE, _EMPTY);
+        }
+      }
+      this.#lastSeq = seq;
+      return;
+    }
     const enc = this.#encoder;
     const first = this.#lastSeq + 1;
     enc.begin(first);
@@ -810,11 +902,34 @@ export class KVEngine {
     while (this.#walSyncing !== undefined) await this.#walSyncing;
   }
 
+  /**
+   * Waits until the memtable has room (sealing it when full). LevelDB's policy: from
+   * `l0SlowdownWrites` level-0 tables each write group is delayed once by ~1 ms (the compaction
+   * catches up while writes keep flowing, instead of every write stopping at once); at
+   * `l0StopWrites` tables, and while a full memtable waits for the previous one's flush, writes
+   * wait for background progress.
+   */
   async #makeRoomForWrite(): Promise<void> {
+    if (this.#bg !== undefined && performance.now() - this.#lastYield >= _WRITER_YIELD_MS) {
+      // Writers that never wait for I/O (sync "none", no stall) run from microtask to microtask
+      // and would starve the background work, which advances only in event-loop turns (worker
+      // replies, file I/O, the flush's pauses). Let it run about once a millisecond.
+      await _yieldToEventLoop();
+      this.#lastYield = performance.now();
+    }
+    let allowDelay = true;
     for (;;) {
       this.#check();
-      if (this.#version.levels[0]!.length >= this.#l0Stop) {
+      const l0 = this.#version.levels[0]!.length;
+      if (l0 >= this.#l0Stop) {
         await this.#waitProgress();
+        continue;
+      }
+      if (allowDelay && l0 >= this.#l0Slowdown) {
+        allowDelay = false;
+        this.#slowdowns++;
+        this.#maybeScheduleBg();
+        await _delay(1);
         continue;
       }
       if (this.#mem.bytes < this.#memtableBytes) return;
@@ -827,8 +942,16 @@ export class KVEngine {
     }
   }
 
-  /** Seals the memtable (it becomes immutable and is flushed in the background). */
+  /**
+   * Seals the memtable (it becomes immutable and is flushed in the background). With the WAL on,
+   * a new segment is started first and the sealed one synced; without a WAL nothing touches the
+   * disk here.
+   */
   async #rotate(): Promise<void> {
+    if (!this.#walOn) {
+      this.#seal(this.#mem.logNumber);
+      return;
+    }
     const fs = this.#fs;
     const number = this.#state.nextFile++;
     const wal = await fs.openAppend(`${this.#dir}/${_logName(number)}`, { truncate: true });
@@ -842,8 +965,14 @@ export class KVEngine {
     this.#dirty = false;
     this.#oldWals.push(old);
     this.#wal = wal;
+    this.#seal(number);
+  }
+
+  /** Makes the memtable immutable (`#imm` must be null) and starts its level-0 flush. */
+  #seal(number: number): void {
     this.#imm = this.#mem;
-    this.#mem = new MemTable(number);
+    this.#mem = new MemTable(number, this.#memOptions);
+    this.#sealedSeq = this.#lastSeq;
     this.#onImm?.();
     this.#maybeScheduleBg();
   }
@@ -864,14 +993,24 @@ export class KVEngine {
   }
 
   /**
-   * Makes every acknowledged write durable (fdatasync of the WAL). Needed only with
-   * `sync: "none"`; cheap otherwise.
+   * Makes every write issued before this call durable. With the WAL: an fdatasync of it (needed
+   * only with `sync: "none"`; cheap otherwise). With `wal: false`: seals the memtable and resolves
+   * once it (and any memtable sealed before it) is in level-0 tables recorded by a durable
+   * manifest edit; writes issued meanwhile are not held up (they go to the next memtable).
    */
   flush(): Promise<void> {
     try {
       this.#checkAccept();
     } catch (e) {
       return Promise.reject(e);
+    }
+    if (!this.#walOn) {
+      // Ordered after the writes queued before it; the wait itself runs outside the commit loop.
+      let upTo = 0;
+      return this.#exclusive(() => {
+        upTo = this.#lastSeq;
+        return Promise.resolve();
+      }).then(() => this.#waitDurable(upTo));
     }
     return this.#exclusive(async () => {
       await this.#walSyncDone();
@@ -880,6 +1019,32 @@ export class KVEngine {
         this.#dirty = false;
       }
     });
+  }
+
+  /**
+   * Without a WAL: resolves once every write with a sequence number up to `seq` is in tables
+   * recorded by a durable manifest edit, sealing the memtable that holds it if needed. Memtables
+   * are flushed one at a time in sealing order, so `#imm === null` means everything sealed so far
+   * is durable.
+   */
+  async #waitDurable(seq: number): Promise<void> {
+    for (;;) {
+      this.#check();
+      if (this.#imm === null) {
+        if (seq <= this.#sealedSeq) return;
+        if (this.#mem.empty) this.#sealedSeq = this.#lastSeq;
+        else this.#seal(this.#mem.logNumber);
+        continue;
+      }
+      await this.#waitBg();
+    }
+  }
+
+  /** Resolves at the next progress of the background loop (at once if none can come). */
+  #waitBg(): Promise<void> {
+    this.#maybeScheduleBg();
+    if (this.#bg === undefined && this.#bgPaused === 0) return Promise.resolve();
+    return new Promise((r) => this.#progressWaiters.push(r));
   }
 
   /** Alias of {@link KVEngine.flush}. */
@@ -1069,7 +1234,8 @@ export class KVEngine {
    * Replaces the whole content with `pairs` (strictly ascending keys), atomically with respect
    * to crashes and to other operations: writes queued before it apply first, those after it
    * apply on top of the new content, and a crash leaves the old or the new content, never a
-   * mix. Snapshots taken earlier keep reading the old content.
+   * mix. The new content is durable when the promise resolves (with or without a WAL), so a
+   * caller may then drop its own copy. Snapshots taken earlier keep reading the old content.
    *
    * @throws {InvalidArgumentError} keys not strictly ascending, or a bad key or value.
    */
@@ -1123,9 +1289,9 @@ export class KVEngine {
       throw e;
     }
     const logNumber = this.#state.nextFile++;
-    const wal = await this.#fs.openAppend(`${this.#dir}/${_logName(logNumber)}`, {
-      truncate: true,
-    });
+    const wal = this.#walOn
+      ? await this.#fs.openAppend(`${this.#dir}/${_logName(logNumber)}`, { truncate: true })
+      : undefined;
     const del: Array<[number, number]> = [];
     for (const lv of this.#state.levels) for (const t of lv) del.push([t.level, t.number]);
     this.#lastSeq = seq;
@@ -1134,15 +1300,17 @@ export class KVEngine {
       await this.#logAndApply({ add: added, del, logNumber, lastSeq: seq });
     } catch (e) {
       this.#failure = e;
-      wal.close();
+      wal?.close();
       throw e;
     }
-    const oldWals = [this.#wal!, ...this.#oldWals];
+    // Durable from here on (the manifest edit is synced), WAL or not.
+    const oldWals = this.#wal === undefined ? this.#oldWals : [this.#wal, ...this.#oldWals];
     this.#oldWals = [];
     this.#wal = wal;
     this.#dirty = false;
-    this.#mem = new MemTable(logNumber);
+    this.#mem = new MemTable(logNumber, this.#memOptions);
     this.#imm = null;
+    this.#sealedSeq = seq;
     for (const f of oldWals) {
       f.close();
       await this.#fs.remove(f.path);
@@ -1158,22 +1326,36 @@ export class KVEngine {
     if (this.#imm === null && this.#pickCompaction() === undefined) return;
     this.#bg = this.#bgLoop().finally(() => {
       this.#bg = undefined;
-      this.#worker?.terminate(); // an idle worker would keep the process alive
-      this.#worker = undefined;
       this.#notifyProgress();
       this.#maybeScheduleBg();
+      if (this.#bg === undefined && this.#worker !== undefined) this.#idleWorker();
     });
+  }
+
+  /**
+   * Terminates the worker after it has been idle for a second: an idle worker would keep the
+   * process alive, but starting one per compaction costs a module load and a cold JIT.
+   */
+  #idleWorker(): void {
+    clearTimeout(this.#workerIdle);
+    this.#workerIdle = setTimeout(() => {
+      this.#workerIdle = undefined;
+      // Busy again: the loop's end re-arms the timer.
+      if (this.#bg !== undefined || this.#workerPending.size > 0) return;
+      this.#worker?.terminate();
+      this.#worker = undefined;
+    }, 1000);
   }
 
   async #bgLoop(): Promise<void> {
     while (!this.#closed && this.#bgPaused === 0 && this.#failure === undefined) {
       try {
-        if (this.#imm !== null) await this.#flushImm();
-        else {
-          const c = this.#pickCompaction();
-          if (c === undefined) return;
-          await this.#compact(c);
-        }
+        // A compaction bound for the worker starts first: the memtable is flushed here while the
+        // worker merges (see #compactOnWorker), so neither waits for the other.
+        const c = this.#imm === null || this.#useWorker ? this.#pickCompaction() : undefined;
+        if (this.#imm !== null && (c === undefined || !this.#onWorker(c))) await this.#flushImm();
+        else if (c === undefined) return;
+        else await this.#compact(c);
       } catch (e) {
         if (this.#closed) return;
         this.#failure = e;
@@ -1193,14 +1375,20 @@ export class KVEngine {
     } finally {
       this.#bgPaused--;
       this.#maybeScheduleBg();
+      this.#notifyProgress(); // flush() without a WAL may wait on a flush the pause held back
     }
   }
 
   async #flushImm(): Promise<void> {
     const imm = this.#imm!;
-    const it = imm.iterator();
-    it.seekToFirst();
-    const add = await this.#writeTables(it, 0, { dropAll: false, splitBytes: Infinity });
+    let add: TableMeta[];
+    if (this.#useWorker) {
+      add = await this.#flushOnWorker(imm);
+    } else {
+      const it = imm.iterator();
+      it.seekToFirst();
+      add = await this.#writeTables(it, 0, { dropAll: false, splitBytes: Infinity });
+    }
     await this.#logAndApply({ add, logNumber: this.#mem.logNumber });
     this.#imm = null;
     const old = this.#oldWals;
@@ -1262,6 +1450,17 @@ export class KVEngine {
     );
   }
 
+  /** True when #compact would run `c` on the worker (not a trivial move, enough input). */
+  #onWorker(c: { level: number; inputs: _LiveTable[]; next: _LiveTable[] }): boolean {
+    if (!this.#useWorker || (c.level > 0 && c.inputs.length === 1 && c.next.length === 0)) {
+      return false;
+    }
+    let inputBytes = 0;
+    for (const t of c.inputs) inputBytes += t.size;
+    for (const t of c.next) inputBytes += t.size;
+    return inputBytes >= this.#workerMinBytes;
+  }
+
   async #compact(c: { level: number; inputs: _LiveTable[]; next: _LiveTable[] }): Promise<void> {
     const out = c.level + 1;
     const del: Array<[number, number]> = [];
@@ -1274,21 +1473,20 @@ export class KVEngine {
       await this.#logAndApply({ del, add: [{ ...this.#metaOf(t), level: out }] });
       return;
     }
-    let inputBytes = 0;
-    for (const t of [...c.inputs, ...c.next]) inputBytes += t.size;
-    if (this.#useWorker && inputBytes >= this.#workerMinBytes) {
-      const add = await this.#compactOnWorker([...[...c.inputs].reverse(), ...c.next], out);
+    if (this.#onWorker(c)) {
+      const add = await this.#compactOnWorker([...c.inputs].reverse(), c.next, out);
       await this.#logAndApply({ del, add });
       return;
     }
     const children: InternalIterator[] = [];
-    for (const t of [...c.inputs].reverse()) children.push(t.table.iterator());
+    for (const t of [...c.inputs].reverse()) children.push(t.table.sequentialIterator());
     if (c.next.length > 0) {
       children.push(
         new LevelIterator(
           c.next.map((t) => t.table),
           c.next.map((t) => t.smallest),
           c.next.map((t) => t.largest),
+          true,
         ),
       );
     }
@@ -1365,31 +1563,91 @@ export class KVEngine {
     this.#notifyProgress();
   }
 
+  /**
+   * Posts `req` to the worker (started on first use) and resolves with its reply. Replies are
+   * matched to jobs by id, so several jobs may be outstanding (the worker runs them interleaved).
+   */
+  #workerCall(req: WorkerRequest, transfer: Transferable[] = []): Promise<CompactionReply> {
+    clearTimeout(this.#workerIdle);
+    this.#workerIdle = undefined;
+    let worker = this.#worker;
+    if (worker === undefined) {
+      worker = this.#worker = new Worker(_WORKER_URL.href, { type: "module" });
+      const pending = this.#workerPending;
+      worker.onmessage = (ev: MessageEvent<CompactionReply>) => {
+        const job = pending.get(ev.data.id);
+        pending.delete(ev.data.id);
+        job?.resolve(ev.data);
+      };
+      worker.onerror = (ev) => {
+        ev.preventDefault();
+        const e = new StorageError("IO", `compaction worker failed: ${ev.message}`);
+        const jobs = [...pending.values()];
+        pending.clear();
+        for (const job of jobs) job.reject(e);
+      };
+    }
+    const w = worker;
+    return new Promise<CompactionReply>((resolve, reject) => {
+      this.#workerPending.set(req.id, { resolve, reject });
+      w.postMessage(req, transfer);
+    });
+  }
+
+  /**
+   * Writes the level-0 table of a sealed memtable on the worker (which interleaves it with a
+   * running compaction): a copy of the arena (one memcpy, ~1 ms for 4 MiB; readers keep using the
+   * table here meanwhile) is transferred to the worker, which walks it and writes and syncs
+   * `flush-<id>.tmp`, renamed here to its table number (live once the caller records it in the
+   * manifest). The job is awaited even if close() starts meanwhile, so the worker is never
+   * terminated mid-write.
+   */
+  async #flushOnWorker(imm: MemTable): Promise<TableMeta[]> {
+    const id = ++this.#jobId;
+    const arena = imm.copyArena();
+    const req: FlushRequest = { kind: "flush", id, arena, path: `${this.#dir}/flush-${id}.tmp` };
+    const reply = await this.#workerCall(req, [arena]);
+    if (this.#closed) throw new ClosedError("closed during flush");
+    if (!reply.ok) throw new StorageError("IO", `flush failed: ${reply.message}`);
+    this.#workerFlushes++;
+    const out: TableMeta[] = [];
+    for (const o of reply.outputs) {
+      const number = this.#state.nextFile++;
+      await this.#fs.rename(o.path, `${this.#dir}/${_tableName(number)}`);
+      out.push({
+        number,
+        level: 0,
+        size: o.size,
+        entries: o.entries,
+        smallest: o.smallest,
+        largest: o.largest,
+      });
+    }
+    return out;
+  }
+
   /** Runs a compaction on the worker, flushing memtables here meanwhile; returns outputs. */
-  async #compactOnWorker(inputs: _LiveTable[], level: number): Promise<TableMeta[]> {
+  async #compactOnWorker(
+    inputs: _LiveTable[],
+    next: _LiveTable[],
+    level: number,
+  ): Promise<TableMeta[]> {
     const id = ++this.#jobId;
     const req: CompactionRequest = {
       id,
       inputs: inputs.map((t) => ({ path: t.table.path, number: t.number })),
+      run: next.map((t) => ({
+        path: t.table.path,
+        number: t.number,
+        smallest: t.smallest,
+        largest: t.largest,
+      })),
       smallestSnapshot: this.#smallestSnapshot(),
       deeper: this.#deeperRanges(level),
       splitBytes: this.#tableBytes,
       tmpPrefix: `${this.#dir}/compaction-${id}-`,
     };
-    const worker = this.#worker ??= new Worker(
-      new URL("./compaction_worker.ts", import.meta.url).href,
-      {
-        type: "module",
-      },
-    );
-    const job = new Promise<CompactionReply>((resolve, reject) => {
-      worker.onmessage = (ev: MessageEvent<CompactionReply>) => resolve(ev.data);
-      worker.onerror = (ev) => {
-        ev.preventDefault();
-        reject(new StorageError("IO", `compaction worker failed: ${ev.message}`));
-      };
-    });
-    worker.postMessage(req);
+    const job = this.#workerCall(req);
     const settled = job.then((r) => ({ r }), (e: unknown) => ({ e }));
     let reply: CompactionReply;
     try {
@@ -1494,6 +1752,8 @@ export class KVEngine {
     cacheHits: number;
     cacheMisses: number;
     workerCompactions: number;
+    workerFlushes: number;
+    slowdowns: number;
   } {
     return {
       levels: this.#version.levels.map((lv) => ({
@@ -1505,12 +1765,15 @@ export class KVEngine {
       cacheHits: this.#cache.hits,
       cacheMisses: this.#cache.misses,
       workerCompactions: this.#workerJobs,
+      workerFlushes: this.#workerFlushes,
+      slowdowns: this.#slowdowns,
     };
   }
 
   /**
-   * Waits for queued writes, stops background work, syncs the WAL (whatever the sync mode) and
-   * releases the directory. Writes and other operations started after close() begins are
+   * Waits for queued writes, makes them durable (syncs the WAL whatever the sync mode; without a
+   * WAL, writes the memtables to level-0 tables), stops background work and releases the
+   * directory. Writes and other operations started after close() begins are
    * refused with {@link ClosedError}. When the promise resolves nothing of this engine touches
    * the directory any more. Idempotent (concurrent calls share one close).
    */
@@ -1531,6 +1794,7 @@ export class KVEngine {
       await new Promise<void>((resolve) => {
         this.#queue.push({
           fn: async () => {
+            if (!this.#walOn) return await this.#waitDurable(this.#lastSeq);
             await this.#walSyncDone();
             if (this.#dirty) await this.#wal!.sync();
             this.#dirty = false;
@@ -1552,6 +1816,8 @@ export class KVEngine {
     while (this.#bg !== undefined) await this.#bg.catch(() => {});
     await this.#manifestChain;
     while (this.#removals.size > 0) await Promise.all([...this.#removals]);
+    clearTimeout(this.#workerIdle);
+    this.#workerIdle = undefined;
     this.#worker?.terminate();
     this.#worker = undefined;
     this.#notifyProgress();

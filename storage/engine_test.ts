@@ -9,6 +9,7 @@ import {
   StorageError,
 } from "./mod.ts";
 import { b, collect, s, withTempDir } from "./test_util.ts";
+import { taggedBatch, taggedPrefix } from "./testdata/tagged_batches.ts";
 
 function memOpts(fs: MemFs, extra: KVEngineOptions = {}): KVEngineOptions {
   return { fs, log: () => {}, ...extra };
@@ -448,4 +449,143 @@ for (const worker of [false, true]) {
       });
     },
   );
+}
+
+// ---------------------------------------------------------------- without a WAL (`wal: false`)
+
+Deno.test("without a WAL: a crash at any durable step leaves a prefix of the batches, flush() makes all durable", async () => {
+  const fs = new MemFs();
+  let walOps = 0;
+  // Record the durable state at every sync (each is a possible crash point) and whether a
+  // completed flush() acknowledged a batch before it.
+  const states: Array<{ fs: MemFs; flushed: number }> = [];
+  let flushed = 0;
+  fs.failOn((op, path) => {
+    if (path.endsWith(".log")) walOps++;
+    if (op === "sync" || op === "syncDir") states.push({ fs: fs.crash(), flushed });
+    return false;
+  });
+  const db = await KVEngine.open("/db", memOpts(fs, { wal: false, memtableBytes: 8192 }));
+  const n = 400;
+  for (let i = 1; i <= n; i++) {
+    await db.write(taggedBatch(i));
+    if (i % 97 === 0) {
+      await db.flush();
+      flushed = i;
+    }
+  }
+  const unflushed = fs.crash();
+  await db.flush();
+  fs.failOn(undefined);
+  const all = fs.crash();
+  assert.equal(walOps, 0, "no WAL segment was written or synced");
+  assert.ok(db.stats().levels.some((l) => l.tables > 1), "memtables were switched");
+  await db.close();
+  assert.ok(states.length > 20, `only ${states.length} crash points`);
+  let shorter = 0;
+  for (const st of states) {
+    const r = await KVEngine.open("/db", memOpts(st.fs, { wal: false }));
+    const k = await taggedPrefix(r);
+    assert.ok(
+      k >= st.flushed,
+      `crash kept ${k} batches, but flush() had acknowledged ${st.flushed}`,
+    );
+    if (k < n) shorter++;
+    await r.close();
+  }
+  assert.ok(shorter > 0);
+  const r1 = await KVEngine.open("/db", memOpts(unflushed, { wal: false }));
+  const k1 = await taggedPrefix(r1);
+  assert.ok(k1 >= 388 && k1 < n, `before the last flush() the crash kept ${k1} batches`);
+  await r1.close();
+  const r2 = await KVEngine.open("/db", memOpts(all, { wal: false }));
+  assert.equal(await taggedPrefix(r2), n, "flush() made every batch durable");
+  await r2.close();
+});
+
+Deno.test("without a WAL: close() leaves every write durable, and the directory reopens with the WAL on", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs, { wal: false }));
+  for (let i = 1; i <= 50; i++) await db.write(taggedBatch(i));
+  await db.close();
+  assert.deepEqual((await fs.list("/db")).filter((f) => f.endsWith(".log")), []);
+  const withWal = await KVEngine.open("/db", memOpts(fs.crash()));
+  assert.equal(await taggedPrefix(withWal), 50);
+  await withWal.close();
+});
+
+Deno.test("without a WAL: opening a directory with WAL segments replays them, then deletes them", async () => {
+  const fs = new MemFs();
+  const old = await KVEngine.open("/db", memOpts(fs, { sync: "always", memtableBytes: 4096 }));
+  for (let i = 1; i <= 60; i++) await old.write(taggedBatch(i));
+  const crashed = fs.crash(); // a SIGKILL: the memtable's writes are only in the WAL
+  await old.close();
+  assert.ok((await crashed.list("/db")).some((f) => f.endsWith(".log")));
+  const notes: string[] = [];
+  const db = await KVEngine.open("/db", { fs: crashed, wal: false, log: (m) => notes.push(m) });
+  assert.equal(await taggedPrefix(db), 60, "acknowledged WAL writes replayed");
+  assert.deepEqual((await crashed.list("/db")).filter((f) => f.endsWith(".log")), []);
+  assert.ok(notes.some((m) => m.includes("the WAL is off now")), notes.join("; "));
+  for (let i = 61; i <= 70; i++) await db.write(taggedBatch(i));
+  // A crash now loses the unflushed writes, never the migrated ones.
+  const again = await KVEngine.open("/db", memOpts(crashed.crash(), { wal: false }));
+  assert.equal(await taggedPrefix(again), 60);
+  await again.close();
+  await db.close();
+});
+
+Deno.test("without a WAL: replaceAll is durable when it resolves and all-or-nothing before", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs, { wal: false, memtableBytes: 4096 }));
+  for (let i = 1; i <= 40; i++) await db.write(taggedBatch(i));
+  await db.flush();
+  for (let i = 41; i <= 45; i++) await db.write(taggedBatch(i)); // in the memtable only
+  const pairs = Array.from(
+    { length: 300 },
+    (_, i) => ({ key: b(`n${String(i).padStart(4, "0")}`), value: b("x") }),
+  );
+  const states: MemFs[] = [];
+  fs.failOn((op) => {
+    if (op === "sync" || op === "syncDir") states.push(fs.crash());
+    return false;
+  });
+  await db.replaceAll(pairs);
+  fs.failOn(undefined);
+  const after = fs.crash();
+  await db.put(b("later"), b("1"));
+  await db.close();
+  assert.ok(states.length >= 3);
+  for (const st of states) {
+    const r = await KVEngine.open("/db", memOpts(st, { wal: false }));
+    const all = await collect(r.scan());
+    if (all.length !== 300) assert.equal(await taggedPrefix(r), 40, "old content, as flushed");
+    else assert.equal(s(all[0]!.key), "n0000");
+    await r.close();
+  }
+  const r = await KVEngine.open("/db", memOpts(after, { wal: false }));
+  assert.equal((await collect(r.scan())).length, 300, "durable when replaceAll resolved");
+  await r.close();
+});
+
+for (const op of ["compact", "replaceAll"] as const) {
+  Deno.test(`without a WAL: flush() finishes when a ${op} pauses the background flush it waits for`, async () => {
+    const fs = new MemFs();
+    const db = await KVEngine.open(
+      "/db",
+      memOpts(fs, { wal: false, memtableBytes: 4096, l0CompactionTrigger: 2 }),
+    );
+    for (let i = 1; i <= 100; i++) await db.write(taggedBatch(i));
+    // No await between: the flush seals the memtable and waits for the background loop, which
+    // the exclusive operation issued right after pauses before the level-0 table is written.
+    const flushing = db.flush();
+    const other = op === "compact"
+      ? db.compact()
+      : db.replaceAll([{ key: b("new"), value: b("1") }]);
+    await Promise.all([flushing, other]);
+    const r = await KVEngine.open("/db", memOpts(fs.crash(), { wal: false }));
+    if (op === "compact") assert.equal(await taggedPrefix(r), 100);
+    else assert.deepEqual(await strings(r.scan()), ["new=1"]);
+    await r.close();
+    await db.close();
+  });
 }

@@ -5,8 +5,8 @@
  *
  * - `KVEngine.open(dir, options?)` — options: `sync` (`"always"` default | `"batch"` |
  *   `"none"`), `memtableBytes` (4 MiB), `maxKeyBytes` (65536), `maxValueBytes` (4 MiB),
- *   `blockCacheBytes` (8 MiB), `tableBytes`, `level1Bytes`, `l0CompactionTrigger`,
- *   `l0StopWrites`, `compactionWorker`, `workerMinBytes`, `fs`, `log`.
+ *   `blockCacheBytes` (8 MiB), `tableBytes`, `level1Bytes`, `l0CompactionTrigger` (4),
+ *   `l0SlowdownWrites` (8), `l0StopWrites` (12), `compactionWorker`, `workerMinBytes`, `fs`, `log`.
  * - `put`, `delete`, `write(batch)` (atomic; resolves when durable per `sync`), `get`,
  *   `getSync`, `scan({ prefix, start, end, limit })` (async iterable, a consistent view),
  *   `scanSync`, `snapshot()` (`get`, `scan`, `release`, `seq`), `flush()`/`sync()` (fdatasync the

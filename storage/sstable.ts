@@ -36,6 +36,8 @@ export const FOOTER_SIZE = 48;
 export const BLOCK_SIZE = 4096;
 /** Bloom filter bits per key. */
 export const BLOOM_BITS_PER_KEY = 10;
+/** Bytes of consecutive blocks a {@link Table.sequentialIterator} reads at a time. */
+export const SEQUENTIAL_READ_BYTES = 256 * 1024;
 
 const _EMPTY = new Uint8Array(0);
 /** Domain byte mixed into block checksums (record type slot of `recordCrc`). */
@@ -122,27 +124,34 @@ export class Block {
   decode(i: number, out: { key: Uint8Array; seq: number; kind: number; value: Uint8Array }): void {
     const d = this.data;
     let p = this.offset(i);
-    let klen = 0;
-    let mul = 1;
-    let c: number;
-    do {
-      c = d[p++]!;
-      klen += (c & 0x7f) * mul;
-      mul *= 128;
-    } while (c >= 0x80);
-    let vlen = 0;
-    mul = 1;
-    do {
-      c = d[p++]!;
-      vlen += (c & 0x7f) * mul;
-      mul *= 128;
-    } while (c >= 0x80);
+    // One-byte varints (lengths below 128) are the common case.
+    let klen = d[p++]!;
+    if (klen >= 0x80) {
+      klen &= 0x7f;
+      let mul = 128;
+      let c: number;
+      do {
+        c = d[p++]!;
+        klen += (c & 0x7f) * mul;
+        mul *= 128;
+      } while (c >= 0x80);
+    }
+    let vlen = d[p++]!;
+    if (vlen >= 0x80) {
+      vlen &= 0x7f;
+      let mul = 128;
+      let c: number;
+      do {
+        c = d[p++]!;
+        vlen += (c & 0x7f) * mul;
+        mul *= 128;
+      } while (c >= 0x80);
+    }
     out.kind = d[p]!;
     out.seq = getU32(d, p + 1) + getU32(d, p + 5) * 0x100000000;
     p += 9;
-    if (p + klen + vlen > this.#offsets || c === undefined) {
-      throw new RangeError("entry past block end");
-    }
+    // Also false for NaN (a varint that ran off the data).
+    if (!(p + klen + vlen <= this.#offsets)) throw new RangeError("entry past block end");
     out.key = d.subarray(p, p + klen);
     out.value = d.subarray(p + klen, p + klen + vlen);
   }
@@ -170,7 +179,8 @@ export interface TableInfo {
 
 /**
  * Builds a table in memory from entries added in internal-key order, then writes it with one
- * append and one sync.
+ * append and one sync. Entries are encoded straight into the output buffer (a data block is
+ * finished in place: its offsets, count and crc are appended after its entries).
  *
  * @example
  * ```ts
@@ -181,15 +191,18 @@ export interface TableInfo {
  */
 export class TableBuilder {
   #out: ByteWriter;
-  #block = new ByteWriter(BLOCK_SIZE + 1024);
+  /** Where the current data block starts in `#out`. */
+  #blockStart = 0;
+  /** Offsets of the current block's entries, from the block start. */
   #blockOffsets: number[] = [];
   #index = new ByteWriter(4096);
   #hashes: number[] = [];
-  #lastKey: Uint8Array = _EMPTY;
+  /** Position of the last key in `#out` (its bytes stay put until the next table). */
+  #lastKeyAt = 0;
+  #lastKeyLen = 0;
   #lastSeq = 0;
   #smallest: Uint8Array | undefined;
   #entries = 0;
-  #lastHashedKey: Uint8Array | undefined;
 
   /**
    * Creates a builder. `out`, when given, is reused as the output buffer (reset now): the
@@ -206,11 +219,23 @@ export class TableBuilder {
   }
   /** Approximate file size so far. */
   get estimatedSize(): number {
-    return this.#out.length + this.#block.length + this.#index.length + this.#hashes.length * 2;
+    return this.#out.length + this.#index.length + this.#hashes.length * 2 +
+      this.#blockOffsets.length * 4;
   }
-  /** The last user key added. */
+  /** The last user key added (a view, valid until the builder's buffer is reused). */
   get lastKey(): Uint8Array {
-    return this.#lastKey;
+    if (this.#entries === 0) return _EMPTY;
+    return this.#out.buf.subarray(this.#lastKeyAt, this.#lastKeyAt + this.#lastKeyLen);
+  }
+
+  /** True when `key` equals the last key added. */
+  #isLastKey(key: Uint8Array): boolean {
+    const n = key.length;
+    if (n !== this.#lastKeyLen) return false;
+    const buf = this.#out.buf;
+    const at = this.#lastKeyAt;
+    for (let i = 0; i < n; i++) if (buf[at + i] !== key[i]) return false;
+    return true;
   }
 
   /**
@@ -218,14 +243,19 @@ export class TableBuilder {
    * `sameUserKey` (when the caller knows it) skips a comparison with the previous key.
    */
   add(key: Uint8Array, seq: number, kind: number, value: Uint8Array, sameUserKey?: boolean): void {
-    const b = this.#block;
-    this.#blockOffsets.push(b.length);
     const klen = key.length;
     const vlen = value.length;
-    b.reserve(klen + vlen + 29);
-    const buf = b.buf;
-    let p = putVarint(buf, b.length, klen);
-    p = putVarint(buf, p, vlen);
+    const same = this.#entries > 0 && (sameUserKey ?? this.#isLastKey(key));
+    if (!same) this.#hashes.push(bloomHash(key));
+    const o = this.#out;
+    o.reserve(klen + vlen + 29);
+    const buf = o.buf;
+    let p = o.length;
+    this.#blockOffsets.push(p - this.#blockStart);
+    if (klen < 0x80) buf[p++] = klen;
+    else p = putVarint(buf, p, klen);
+    if (vlen < 0x80) buf[p++] = vlen;
+    else p = putVarint(buf, p, vlen);
     buf[p] = kind;
     setU32(buf, p + 1, seq >>> 0);
     setU32(buf, p + 5, Math.floor(seq / 0x100000000));
@@ -236,42 +266,38 @@ export class TableBuilder {
     p += klen;
     if (vlen <= 32) { for (let i = 0; i < vlen; i++) buf[p + i] = value[i]!; }
     else buf.set(value, p);
-    b.length = p + vlen;
-    const keyView = buf.subarray(keyAt, keyAt + klen);
-    const same = sameUserKey ??
-      (this.#lastHashedKey !== undefined && compareBytes(this.#lastHashedKey, key) === 0);
-    if (!same || this.#lastHashedKey === undefined) {
-      this.#hashes.push(bloomHash(key));
-      this.#lastHashedKey = keyView;
-    }
+    o.length = p + vlen;
     if (this.#smallest === undefined) this.#smallest = key.slice();
-    this.#lastKey = keyView;
+    this.#lastKeyAt = keyAt;
+    this.#lastKeyLen = klen;
     this.#lastSeq = seq;
     this.#entries++;
-    if (b.length >= BLOCK_SIZE) this.#finishBlock();
+    if (o.length - this.#blockStart >= BLOCK_SIZE) this.#finishBlock();
   }
 
+  /** Appends the current block's offsets, count and crc after its entries, and indexes it. */
   #finishBlock(): void {
-    const b = this.#block;
     const n = this.#blockOffsets.length;
     if (n === 0) return;
-    const lastKey = this.#lastKey.slice();
-    for (const off of this.#blockOffsets) b.u32(off);
-    b.u32(n);
-    const offset = this.#out.length;
-    const data = b.view();
-    this.#out.bytes(data);
-    this.#out.u32(recordCrc(_CRC_DATA, data));
+    const o = this.#out;
+    const offsets = this.#blockOffsets;
+    o.reserve(4 * n + 8);
+    const buf = o.buf;
+    let p = o.length;
+    for (let i = 0; i < n; i++, p += 4) setU32(buf, p, offsets[i]!);
+    setU32(buf, p, n);
+    p += 4;
+    const start = this.#blockStart;
+    setU32(buf, p, recordCrc(_CRC_DATA, buf.subarray(start, p)));
+    o.length = p + 4;
     const ix = this.#index;
-    ix.varint(lastKey.length);
-    ix.bytes(lastKey);
+    ix.varint(this.#lastKeyLen);
+    ix.bytes(buf.subarray(this.#lastKeyAt, this.#lastKeyAt + this.#lastKeyLen));
     ix.u64(this.#lastSeq);
-    ix.u64(offset);
-    ix.u32(data.length);
-    b.reset();
-    this.#blockOffsets.length = 0;
-    this.#lastKey = lastKey;
-    this.#lastHashedKey = lastKey;
+    ix.u64(start);
+    ix.u32(p - start);
+    this.#blockStart = o.length;
+    offsets.length = 0;
   }
 
   /** Completes the table; returns the file's bytes and its metadata. */
@@ -306,7 +332,7 @@ export class TableBuilder {
         size: bytes.length,
         entries: this.#entries,
         smallest: this.#smallest ?? _EMPTY,
-        largest: this.#lastKey.slice(),
+        largest: this.lastKey.slice(),
       },
     };
   }
@@ -465,6 +491,53 @@ export class Table {
     return block;
   }
 
+  /**
+   * Reads consecutive data blocks from `first` in one positional read: as many whole blocks as
+   * fit in `maxBytes` (at least one). Each is checked; none enters the block cache. A block that
+   * fails its checks ends the run before it, or, when it is `first`, throws the error
+   * {@link Table.block} would.
+   */
+  readBlocks(first: number, maxBytes: number): Block[] {
+    const { offsets, sizes } = this.#index;
+    const start = offsets[first]!;
+    let last = first;
+    let end = start + sizes[first]! + 4;
+    while (
+      last + 1 < offsets.length && offsets[last + 1] === end &&
+      end + sizes[last + 1]! + 4 - start <= maxBytes
+    ) {
+      last++;
+      end += sizes[last]! + 4;
+    }
+    const buf = new Uint8Array(end - start);
+    const n = this.#file.readAt(buf, start);
+    const out: Block[] = [];
+    for (let j = first; j <= last; j++) {
+      const at = offsets[j]! - start;
+      const size = sizes[j]!;
+      if (at + size + 4 > n) break;
+      const data = buf.subarray(at, at + size);
+      if (getU32(buf, at + size) !== recordCrc(_CRC_DATA, data)) break;
+      let block: Block;
+      try {
+        block = new Block(data);
+      } catch {
+        break;
+      }
+      out.push(block);
+    }
+    if (out.length === 0) {
+      // Reread the bad block alone, uncached, for the precise error.
+      const data = _readChecked(this.#file, start, sizes[first]!, _CRC_DATA, "data block");
+      try {
+        out.push(new Block(data));
+      } catch {
+        throw new CorruptionError("bad data block", { file: this.#file.path, offset: start });
+      }
+    }
+    return out;
+  }
+
   /** Index of the first block whose last key is at or after (`key`, `seq`); `blockCount` if none. */
   findBlock(key: Uint8Array, seq: number): number {
     const { keys, seqs } = this.#index;
@@ -510,6 +583,15 @@ export class Table {
   /** An iterator over every entry. */
   iterator(): InternalIterator {
     return new _TableIterator(this);
+  }
+
+  /**
+   * An iterator for one pass in order (a compaction): it reads up to `chunkBytes` of
+   * consecutive blocks per read (one system call instead of one per 4 KiB block) and bypasses
+   * the block cache, as LevelDB's compactions do (`fill_cache = false`).
+   */
+  sequentialIterator(chunkBytes: number = SEQUENTIAL_READ_BYTES): InternalIterator {
+    return new _SequentialIterator(this, chunkBytes);
   }
 
   /** Path of the file. */
@@ -597,6 +679,78 @@ class _TableIterator implements InternalIterator {
   }
 }
 
+/** {@link Table.sequentialIterator}: walks chunks of blocks read by {@link Table.readBlocks}. */
+class _SequentialIterator implements InternalIterator {
+  valid = false;
+  key: Uint8Array = _EMPTY;
+  seq = 0;
+  kind = KIND_DELETE;
+  value: Uint8Array = _EMPTY;
+  /** Blocks of the current chunk; `#first` is the table's index of the first one. */
+  #blocks: Block[] = [];
+  #first = 0;
+  /** Index in `#blocks` of the block after the current one. */
+  #next = 0;
+  #block: Block | undefined;
+  #i = 0;
+  constructor(private table: Table, private chunkBytes: number) {}
+  #settle(): void {
+    for (;;) {
+      const b = this.#block;
+      if (b !== undefined && this.#i < b.count) {
+        b.decode(this.#i, this);
+        this.valid = true;
+        return;
+      }
+      if (this.#next >= this.#blocks.length) {
+        const first = this.#first + this.#blocks.length;
+        if (first >= this.table.blockCount) {
+          this.valid = false;
+          this.#block = undefined;
+          this.#blocks = [];
+          this.#first = first;
+          this.#next = 0;
+          return;
+        }
+        this.#blocks = this.table.readBlocks(first, this.chunkBytes);
+        this.#first = first;
+        this.#next = 0;
+      }
+      this.#block = this.#blocks[this.#next++];
+      this.#i = 0;
+    }
+  }
+  seekToFirst(): void {
+    this.#blocks = [];
+    this.#first = 0;
+    this.#next = 0;
+    this.#block = undefined;
+    this.#settle();
+  }
+  seek(key: Uint8Array, seq: number): void {
+    const bi = this.table.findBlock(key, seq);
+    this.#blocks = [];
+    this.#first = bi;
+    this.#next = 0;
+    this.#block = undefined;
+    if (bi >= this.table.blockCount) {
+      this.valid = false;
+      return;
+    }
+    this.#blocks = this.table.readBlocks(bi, this.chunkBytes);
+    const b = this.#blocks[0]!;
+    this.#next = 1;
+    this.#block = b;
+    this.#i = b.lowerBound(key, seq);
+    this.#settle();
+  }
+  next(): void {
+    if (!this.valid) return;
+    this.#i++;
+    this.#settle();
+  }
+}
+
 /**
  * Iterates the concatenation of non-overlapping tables sorted by key (a level ≥ 1).
  *
@@ -614,12 +768,21 @@ export class LevelIterator implements InternalIterator {
   value: Uint8Array = _EMPTY;
   #ti = 0;
   #it: InternalIterator | undefined;
-  /** Creates the iterator over `tables` whose largest keys are `largest`. */
+  /**
+   * Creates the iterator over `tables` whose smallest and largest keys are `smallest` and
+   * `largest`; `sequential` walks each table with {@link Table.sequentialIterator} (one pass,
+   * uncached: compactions).
+   */
   constructor(
     private tables: Table[],
     private smallest: Uint8Array[],
     private largest: Uint8Array[],
+    private sequential = false,
   ) {}
+  #open(i: number): InternalIterator {
+    const t = this.tables[i]!;
+    return this.sequential ? t.sequentialIterator() : t.iterator();
+  }
   #load(): void {
     for (;;) {
       const it = this.#it;
@@ -637,7 +800,7 @@ export class LevelIterator implements InternalIterator {
         this.#it = undefined;
         return;
       }
-      this.#it = this.tables[this.#ti]!.iterator();
+      this.#it = this.#open(this.#ti);
       this.#it.seekToFirst();
     }
   }
@@ -660,7 +823,7 @@ export class LevelIterator implements InternalIterator {
       this.#it = undefined;
       return;
     }
-    this.#it = this.tables[lo]!.iterator();
+    this.#it = this.#open(lo);
     if (compareBytes(this.smallest[lo]!, key) > 0) this.#it.seekToFirst();
     else this.#it.seek(key, seq);
     this.#load();

@@ -98,3 +98,67 @@ Deno.test("sstable open rejects a bad magic or footer with a Corruption error", 
     CorruptionError,
   );
 });
+
+Deno.test("sequential iterator reads the same entries as the block iterator, in chunks of blocks", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/t");
+  const { table } = await buildTable(fs, "/t/000001.sst", 3000);
+  const expected: string[] = [];
+  const it = table.iterator();
+  for (it.seekToFirst(); it.valid; it.next()) {
+    expected.push(`${s(it.key)}@${it.seq}:${it.kind}:${s(it.value)}`);
+  }
+  // One block per read, a few blocks per read, and the whole table in one read.
+  for (const chunk of [1, 10_000, 256 * 1024]) {
+    const seqIt = table.sequentialIterator(chunk);
+    const got: string[] = [];
+    for (seqIt.seekToFirst(); seqIt.valid; seqIt.next()) {
+      got.push(`${s(seqIt.key)}@${seqIt.seq}:${seqIt.kind}:${s(seqIt.value)}`);
+    }
+    assert.deepEqual(got, expected, `chunk ${chunk}`);
+    seqIt.seek(b("key-001500"), Number.MAX_SAFE_INTEGER);
+    assert.equal(s(seqIt.key), "key-001500");
+    assert.equal(seqIt.seq, 3002);
+    seqIt.next();
+    assert.equal(seqIt.seq, 3001);
+    seqIt.seek(b("key-999999"), 0);
+    assert.equal(seqIt.valid, false);
+  }
+  // A level iterator in sequential mode sees the same entries.
+  const level = new LevelIterator([table], [b("key-000000")], [b("key-002999")], true);
+  let n = 0;
+  for (level.seekToFirst(); level.valid; level.next()) n++;
+  assert.equal(n, expected.length);
+  table.close();
+});
+
+Deno.test("sequential iterator returns the blocks before a corrupt one, then a Corruption error naming it", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/t");
+  const { table } = await buildTable(fs, "/t/000001.sst", 2000);
+  const blocks = table.blockCount;
+  table.close();
+  // Flip a byte in the middle of the file's data blocks.
+  const raw = fs.raw("/t/000001.sst")!;
+  const sizeOfData = raw.length / 2; // well inside the data blocks
+  raw[Math.floor(sizeOfData)]! ^= 0x55;
+  const cache = new BlockCache<Block>(0);
+  const t = await Table.open(fs, "/t/000001.sst", { number: 1, cache });
+  // The block iterator tells how many entries precede the bad block.
+  let before = 0;
+  const plain = t.iterator();
+  assert.throws(() => {
+    for (plain.seekToFirst(); plain.valid; plain.next()) before++;
+  }, CorruptionError);
+  assert.ok(before > 0 && blocks > 2);
+  const seqIt = t.sequentialIterator(64 * 1024);
+  let n = 0;
+  assert.throws(
+    () => {
+      for (seqIt.seekToFirst(); seqIt.valid; seqIt.next()) n++;
+    },
+    (e) => e instanceof CorruptionError && e.file === "/t/000001.sst" && e.offset > 0,
+  );
+  assert.equal(n, before);
+  t.close();
+});

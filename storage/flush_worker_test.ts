@@ -1,0 +1,102 @@
+/**
+ * Level-0 flushes on the compaction worker: the worker's flush job writes exactly the entries of
+ * the memtable whose arena copy it was given, and an engine with a worker flushes there and keeps
+ * every write readable through flushes, close and reopen.
+ */
+import assert from "node:assert/strict";
+import { BlockCache } from "./block_cache.ts";
+import { runFlush } from "./compaction_worker.ts";
+import { KVEngine } from "./engine.ts";
+import { DenoFs } from "./fs.ts";
+import { KIND_DELETE, KIND_PUT } from "./iterator.ts";
+import { MemTable } from "./memtable.ts";
+import { type Block, Table } from "./sstable.ts";
+import { b, collect, Rng, s, withTempDir } from "./test_util.ts";
+
+Deno.test("the worker's flush job writes the memtable's entries, in order, to one table", async () => {
+  await withTempDir(async (dir) => {
+    const rng = new Rng(3);
+    const m = new MemTable(0, { arenaBytes: 4096 });
+    for (let seq = 1; seq <= 3000; seq++) {
+      const kind = rng.int(6) === 0 ? KIND_DELETE : KIND_PUT;
+      m.add(b(`k${rng.int(1000)}`), seq, kind, kind === KIND_PUT ? rng.bytes(rng.int(60)) : b(""));
+    }
+    const path = `${dir}/flush-1.tmp`;
+    const reply = await runFlush({ kind: "flush", id: 1, arena: m.copyArena(), path });
+    assert.ok(reply.ok, JSON.stringify(reply));
+    assert.equal(reply.outputs.length, 1);
+    assert.equal(reply.outputs[0]!.entries, 3000);
+    const table = await Table.open(new DenoFs(), path, {
+      number: 1,
+      cache: new BlockCache<Block>(0),
+    });
+    try {
+      const want = m.iterator();
+      const got = table.iterator();
+      want.seekToFirst();
+      got.seekToFirst();
+      assert.deepEqual(reply.outputs[0]!.smallest, want.key);
+      let n = 0;
+      for (; want.valid; want.next(), got.next(), n++) {
+        assert.equal(got.valid, true);
+        assert.deepEqual(got.key, want.key);
+        assert.equal(got.seq, want.seq);
+        assert.equal(got.kind, want.kind);
+        assert.deepEqual(got.value, want.value);
+      }
+      assert.equal(got.valid, false);
+      assert.equal(n, 3000);
+    } finally {
+      table.close();
+    }
+  });
+});
+
+Deno.test("the worker's flush job reports a bad arena as a failed reply and leaves no file", async () => {
+  await withTempDir(async (dir) => {
+    // A head node whose first link points past the end of the buffer.
+    const arena = new ArrayBuffer(256);
+    new Int32Array(arena)[5] = 1 << 20;
+    const path = `${dir}/flush-2.tmp`;
+    const reply = await runFlush({ kind: "flush", id: 2, arena, path });
+    assert.equal(reply.ok, false);
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  });
+});
+
+Deno.test("an engine with a worker flushes memtables there and keeps every write", async () => {
+  await withTempDir(async (dir) => {
+    const opts = { memtableBytes: 64 * 1024, sync: "none" as const, log: () => {} };
+    const db = await KVEngine.open(dir, opts);
+    assert.equal(db.usesCompactionWorker, true);
+    const rng = new Rng(17);
+    const model = new Map<string, string>();
+    for (let i = 0; i < 40; i++) {
+      const batch = [];
+      for (let j = 0; j < 100; j++) {
+        const k = `key${rng.int(3000).toString().padStart(5, "0")}`;
+        const v = `v${i}-${j}-${"x".repeat(rng.int(200))}`;
+        batch.push({ type: "put" as const, key: b(k), value: b(v) });
+        model.set(k, v);
+      }
+      await db.write(batch);
+    }
+    // Reads while flushes may still be running see everything.
+    for (const [k, v] of model) assert.equal(s(await db.get(b(k))), v);
+    await db.close();
+    const stats = db.stats();
+    assert.ok(stats.workerFlushes > 0, `no flush ran on the worker: ${JSON.stringify(stats)}`);
+
+    const again = await KVEngine.open(dir, opts);
+    try {
+      // A flush cut short by close() leaves its output as a *.tmp file, which open deletes.
+      const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+      assert.deepEqual(names.filter((n) => n.startsWith("flush-")), []);
+      const all = await collect(again.scan());
+      assert.equal(all.length, model.size);
+      for (const { key, value } of all) assert.equal(s(value), model.get(s(key)!));
+    } finally {
+      await again.close();
+    }
+  });
+});
