@@ -7,9 +7,11 @@ import {
   decodeMessages,
   encodeConfChange,
   encodeConfState,
+  encodedMessagesSize,
   encodeEntry,
   encodeHardState,
   encodeMessages,
+  encodeMessagesInto,
 } from "./codec.ts";
 import { CodecError } from "./errors.ts";
 import { mulberry32 } from "./testing.ts";
@@ -75,6 +77,20 @@ Deno.test("codec round-trips message batches, including large numbers and snapsh
   const msgs = sample();
   const back = decodeMessages(encodeMessages(msgs));
   assert.deepEqual(back, msgs);
+});
+
+Deno.test("codec: encodeMessagesInto writes encodeMessages' bytes at an offset, and only there", () => {
+  const msgs = sample();
+  const want = encodeMessages(msgs);
+  assert.equal(encodedMessagesSize(msgs), want.length);
+  const out = new Uint8Array(want.length + 10).fill(0xee);
+  const end = encodeMessagesInto(out, 4, msgs);
+  assert.equal(end, 4 + want.length);
+  assert.deepEqual(out.subarray(4, end), want);
+  assert.ok(
+    out.subarray(0, 4).every((x) => x === 0xee) && out.subarray(end).every((x) => x === 0xee),
+  );
+  assert.throws(() => encodeMessagesInto(out, 11, msgs), RangeError);
 });
 
 Deno.test("codec round-trips entries, hard state, conf state and conf changes", () => {

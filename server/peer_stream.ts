@@ -315,7 +315,9 @@ export class PeerStream {
   /**
    * Queues one `PeerFrame` as a gRPC message, like `write(encodePeerFrameMessage(f))`; when the
    * flow-control windows allow it (the usual case) the frame is encoded straight into the output
-   * buffer, so the payload is copied once and no message buffer is allocated.
+   * buffer, so the payload is copied once and no message buffer is allocated. Either way the
+   * payload is copied before this returns: the caller may reuse its buffer at once
+   * (server/transport.ts encodes every payload into one scratch buffer).
    */
   writeFrame(f: PeerFrameLike): boolean {
     if (this.#closed) return false;

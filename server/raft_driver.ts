@@ -147,6 +147,35 @@ const APPLY_BATCH_BYTES = 16 * 1024 * 1024;
 /** Largest command batch put into one entry (a bigger single command gets its own entry). */
 const ENTRY_BATCH_BYTES = 1024 * 1024;
 
+/**
+ * The command of a proposal: a literal with every field named, in raft/command.ts
+ * `decodeBatch`'s order (one hidden class per op, shared with decoded commands; a spread of the
+ * input would make one object of another shape and grow it by three fields).
+ */
+function _command(input: CommandInput, origin: number, epoch: number, reqId: number): Command {
+  const { clientId, seq } = input;
+  switch (input.op) {
+    case "put":
+      return { op: "put", origin, epoch, reqId, clientId, seq, key: input.key, value: input.value };
+    case "delete":
+      return { op: "delete", origin, epoch, reqId, clientId, seq, key: input.key };
+    case "cas":
+      return {
+        op: "cas",
+        origin,
+        epoch,
+        reqId,
+        clientId,
+        seq,
+        key: input.key,
+        expected: input.expected,
+        expectAbsent: input.expectAbsent,
+        value: input.value,
+        del: input.del,
+      };
+  }
+}
+
 function _ctxKey(b: Uint8Array): string {
   let s = "";
   for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
@@ -411,11 +440,10 @@ export class RaftDriver {
     if (this.#fatal !== undefined) {
       return Promise.reject(new DriverError("unavailable", `node failed: ${this.#fatal}`));
     }
-    const reqId = this.#nextReq++;
-    const cmd = { ...input, origin: this.#o.id, epoch: this.#o.epoch, reqId } as Command;
+    const cmd = _command(input, this.#o.id, this.#o.epoch, this.#nextReq++);
     const deadline = Date.now() + timeoutMs;
     return new Promise((resolve, reject) => {
-      this.#waiters.set(reqId, { resolve, reject, deadline, cmd });
+      this.#waiters.set(cmd.reqId, { resolve, reject, deadline, cmd });
       this.#pending.push(cmd);
       if (deadline < this.#nextTickAt) this.#armExpiry(deadline);
       this.kick();
@@ -787,7 +815,7 @@ export class RaftDriver {
       const w = this.#waiters.get(r.cmd.reqId);
       if (w === undefined) continue;
       this.#waiters.delete(r.cmd.reqId);
-      w.resolve({ result: r.result, index: r.index });
+      w.resolve(r); // an `Applied` is a { result, index } (no second object per request)
     }
   }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Command, encodeBatch } from "../raft/command.ts";
+import { type Command, decodeBatch, encodeBatch } from "../raft/command.ts";
 import { RaftLogStore } from "../raft/log_store.ts";
 import { RaftNode } from "../raft/node.ts";
 import { type Entry, EntryType, type Message, MessageType, newMessage } from "../raft/types.ts";
@@ -265,6 +265,109 @@ Deno.test("driver: the engine flush of a local snapshot does not hold the Ready 
     await settle();
     assert.equal(a.store.snapshot().meta.index, 6);
     assert.equal(a.store.firstIndex(), 6);
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("driver: proposals carry every field of their command and are answered with their own result", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  try {
+    const a = await follower(dir, { on: false });
+    a.driver.receive([app(1, 2, [3, 1], [], 3)]); // learn the leader
+    await a.driver.idle();
+    const k = enc.encode("k");
+    const answers = [
+      a.driver.propose({ op: "put", key: k, value: enc.encode("v1"), clientId: 4, seq: 1 }, 5000),
+      a.driver.propose({
+        op: "cas",
+        key: k,
+        expected: enc.encode("v1"),
+        expectAbsent: false,
+        value: enc.encode("v2"),
+        del: false,
+        clientId: 4,
+        seq: 2,
+      }, 5000),
+      a.driver.propose({
+        op: "cas",
+        key: enc.encode("gone"),
+        expected: new Uint8Array(0),
+        expectAbsent: true,
+        value: new Uint8Array(0),
+        del: true,
+        clientId: 0,
+        seq: 0,
+      }, 5000),
+      a.driver.propose({ op: "delete", key: k, clientId: 0, seq: 0 }, 5000),
+    ];
+    await a.driver.idle();
+    const props = a.sent.filter((m) => m.type === MessageType.Prop);
+    assert.equal(props.length, 1);
+    assert.equal(props[0]!.to, 1);
+    const cmds = props[0]!.entries.flatMap((e) => decodeBatch(e.data));
+    const reqIds = cmds.map((c) => c.reqId);
+    assert.equal(new Set(reqIds).size, 4);
+    assert.deepEqual(
+      cmds.map((c) => ({ ...c, reqId: 0 })),
+      [
+        {
+          op: "put",
+          origin: 2,
+          epoch: 1,
+          reqId: 0,
+          clientId: 4,
+          seq: 1,
+          key: k,
+          value: enc.encode("v1"),
+        },
+        {
+          op: "cas",
+          origin: 2,
+          epoch: 1,
+          reqId: 0,
+          clientId: 4,
+          seq: 2,
+          key: k,
+          expected: enc.encode("v1"),
+          expectAbsent: false,
+          value: enc.encode("v2"),
+          del: false,
+        },
+        {
+          op: "cas",
+          origin: 2,
+          epoch: 1,
+          reqId: 0,
+          clientId: 0,
+          seq: 0,
+          key: enc.encode("gone"),
+          expected: new Uint8Array(0),
+          expectAbsent: true,
+          value: new Uint8Array(0),
+          del: true,
+        },
+        { op: "delete", origin: 2, epoch: 1, reqId: 0, clientId: 0, seq: 0, key: k },
+      ],
+    );
+    // The leader appends the forwarded batch at 4 and commits it.
+    a.driver.receive([app(1, 2, [3, 1], [{
+      index: 4,
+      term: 2,
+      type: EntryType.Normal,
+      data: props[0]!.entries[0]!.data,
+    }], 4)]);
+    const got = await Promise.all(answers);
+    assert.deepEqual(got.map((g) => g.index), [4, 4, 4, 4]);
+    assert.deepEqual(got.map((g) => g.result), [
+      { kind: "ok" },
+      { kind: "cas", success: true, found: true, current: new Uint8Array(0) },
+      { kind: "cas", success: true, found: false, current: new Uint8Array(0) },
+      { kind: "delete", existed: true },
+    ]);
+    assert.equal(a.sm.get(k), undefined);
     await a.driver.stop();
     await a.store.close();
   } finally {

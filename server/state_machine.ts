@@ -172,9 +172,13 @@ export function decodeMembers(b: Uint8Array): MemberRecord[] {
   return out;
 }
 
+/** A key as a string (one char per byte), for a Map. */
 function _keyStr(b: Uint8Array): string {
+  if (b.length <= 4096) return String.fromCharCode.apply(null, b as unknown as number[]);
   let s = "";
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+  for (let i = 0; i < b.length; i += 4096) {
+    s += String.fromCharCode.apply(null, b.subarray(i, i + 4096) as unknown as number[]);
+  }
   return s;
 }
 
@@ -315,15 +319,10 @@ export class StateMachine {
     const results: Applied[] = [];
     const confChanges: AppliedConfChange[] = [];
     const ops: EngineOp[] = [];
-    const overlay = new Map<string, Uint8Array | null>();
+    const batch = new _Batch(ops, this.#engine);
     const dedupDirty = new Set<number>();
     let membersDirty = false;
     let last: Entry | undefined;
-    const read = (k: Uint8Array): Uint8Array | undefined => {
-      const o = overlay.get(_keyStr(k));
-      if (o !== undefined) return o === null ? undefined : o;
-      return this.#engine.getSync(k);
-    };
     for (const e of entries) {
       if (e.index <= this.#applied) {
         // Applied before a restart whose persisted commit index lagged: the raft core still
@@ -366,7 +365,7 @@ export class StateMachine {
           // A retry of an applied request: answer what the first application answered.
           result = cmd.seq === dup.seq ? dup.result : _okFor(cmd);
         } else {
-          result = this.#applyOne(cmd, ops, overlay, read);
+          result = this.#applyOne(cmd, batch);
           if (dedup && cmd.op !== "barrier") {
             this.#dedup.set(cmd.clientId, { seq: cmd.seq, result });
             dedupDirty.add(cmd.clientId);
@@ -414,30 +413,22 @@ export class StateMachine {
     this.#members = others;
   }
 
-  #applyOne(
-    cmd: Command,
-    ops: EngineOp[],
-    overlay: Map<string, Uint8Array | null>,
-    read: (k: Uint8Array) => Uint8Array | undefined,
-  ): CommandResult {
+  #applyOne(cmd: Command, batch: _Batch): CommandResult {
     switch (cmd.op) {
-      case "put": {
-        const k = userKey(cmd.key);
-        const v = cmd.value.slice();
-        ops.push({ type: "put", key: k, value: v });
-        overlay.set(_keyStr(k), v);
-        return { kind: "ok" };
-      }
+      case "put":
+        // No copy of the value: the engine copies it into its memtable, and an entry's data (of
+        // which `cmd.value` is a view) is never modified once appended (raft/log_store.ts).
+        batch.put(userKey(cmd.key), cmd.value);
+        return _OK;
       case "delete": {
         const k = userKey(cmd.key);
-        const existed = read(k) !== undefined;
-        ops.push({ type: "delete", key: k });
-        overlay.set(_keyStr(k), null);
+        const existed = batch.read(k) !== undefined;
+        batch.del(k);
         return { kind: "delete", existed };
       }
       case "cas": {
         const k = userKey(cmd.key);
-        const cur = read(k);
+        const cur = batch.read(k);
         const ok = cmd.expectAbsent
           ? cur === undefined
           : cur !== undefined && _eq(cur, cmd.expected);
@@ -449,19 +440,55 @@ export class StateMachine {
             current: cur ?? new Uint8Array(0),
           };
         }
-        if (cmd.del) {
-          ops.push({ type: "delete", key: k });
-          overlay.set(_keyStr(k), null);
-        } else {
-          const v = cmd.value.slice();
-          ops.push({ type: "put", key: k, value: v });
-          overlay.set(_keyStr(k), v);
-        }
+        if (cmd.del) batch.del(k);
+        else batch.put(k, cmd.value);
         return { kind: "cas", success: true, found: cur !== undefined, current: new Uint8Array(0) };
       }
       case "barrier":
-        return { kind: "ok" };
+        return _OK;
     }
+  }
+}
+
+/** The result of every put and barrier (shared: results are never modified). */
+const _OK: CommandResult = Object.freeze({ kind: "ok" as const });
+
+/**
+ * The engine operations of one apply batch, and what a command in it reads: its own earlier
+ * writes first, then the engine. The key → value map for those reads is only built when a
+ * command reads (a delete or a CAS); a batch of puts never makes it.
+ */
+class _Batch {
+  readonly ops: EngineOp[];
+  readonly #engine: SmEngine;
+  #overlay: Map<string, Uint8Array | null> | undefined;
+
+  constructor(ops: EngineOp[], engine: SmEngine) {
+    this.ops = ops;
+    this.#engine = engine;
+  }
+
+  put(key: Uint8Array, value: Uint8Array): void {
+    this.ops.push({ type: "put", key, value });
+    this.#overlay?.set(_keyStr(key), value);
+  }
+
+  del(key: Uint8Array): void {
+    this.ops.push({ type: "delete", key });
+    this.#overlay?.set(_keyStr(key), null);
+  }
+
+  read(key: Uint8Array): Uint8Array | undefined {
+    let overlay = this.#overlay;
+    if (overlay === undefined) {
+      overlay = this.#overlay = new Map();
+      for (const op of this.ops) {
+        overlay.set(_keyStr(op.key), op.type === "put" ? op.value ?? null : null);
+      }
+    }
+    const o = overlay.get(_keyStr(key));
+    if (o !== undefined) return o === null ? undefined : o;
+    return this.#engine.getSync(key);
   }
 }
 
@@ -470,5 +497,5 @@ function _okFor(cmd: Command): CommandResult {
   if (cmd.op === "cas") {
     return { kind: "cas", success: true, found: true, current: new Uint8Array(0) };
   }
-  return { kind: "ok" };
+  return _OK;
 }

@@ -58,6 +58,55 @@ Deno.test("state machine applies puts, deletes and cas with results", async () =
   await engine.close();
 });
 
+Deno.test("state machine: reads in a batch see the batch's own earlier writes, before and after the first read", async () => {
+  const { sm, engine } = await open(new MemFs());
+  // Long keys differing only in their last byte (the read map keys by every byte).
+  const long = (last: number) => {
+    const k = new Uint8Array(10_000).fill(0x61);
+    k[k.length - 1] = last;
+    return k;
+  };
+  const [k1, k2, k3] = [long(1), long(2), long(3)];
+  await sm.apply([entry(1, [cmd({ op: "put", key: k3, value: enc.encode("old") })])], mine);
+  const cas = (key: Uint8Array, expected: string, value: string) =>
+    cmd({
+      op: "cas",
+      key,
+      expected: enc.encode(expected),
+      expectAbsent: false,
+      value: enc.encode(value),
+      del: false,
+    });
+  const { results } = await sm.apply([
+    entry(2, [
+      cmd({ op: "put", key: k1, value: enc.encode("a") }),
+      cmd({ op: "put", key: k1, value: enc.encode("b") }),
+      cmd({ op: "put", key: k2, value: enc.encode("x") }),
+    ]),
+    entry(3, [
+      cas(k1, "b", "c"), // first read of the batch: sees the second put, not the first
+      cmd({ op: "put", key: k2, value: enc.encode("y") }), // after the first read
+      cas(k2, "y", "z"),
+      cas(k3, "old", "new"), // not written in this batch: read from the engine
+      cmd({ op: "delete", key: k1 }),
+      cas(k1, "c", "d"), // deleted earlier in the batch
+    ]),
+  ], mine);
+  const r = results.map((x) => x.result);
+  assert.deepEqual(r.slice(0, 3), [{ kind: "ok" }, { kind: "ok" }, { kind: "ok" }]);
+  assert.ok(r[3]!.kind === "cas" && r[3]!.success);
+  assert.ok(r[5]!.kind === "cas" && r[5]!.success);
+  assert.ok(r[6]!.kind === "cas" && r[6]!.success);
+  assert.deepEqual(r[7], { kind: "delete", existed: true });
+  assert.ok(r[8]!.kind === "cas" && !r[8]!.success && !r[8]!.found);
+  assert.deepEqual(results.map((x) => x.index), [2, 2, 2, 3, 3, 3, 3, 3, 3]);
+  assert.equal(sm.get(k1), undefined);
+  assert.equal(dec.decode(sm.get(k2)!), "z");
+  assert.equal(dec.decode(sm.get(k3)!), "new");
+  assert.equal(sm.applied, 3);
+  await engine.close();
+});
+
 Deno.test("state machine applies a retried (client id, seq) once and answers the first result", async () => {
   const { sm, engine } = await open(new MemFs());
   const key = enc.encode("k");

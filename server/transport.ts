@@ -31,7 +31,12 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
-import { decodeMessages, encodeMessages } from "../raft/codec.ts";
+import {
+  decodeMessages,
+  encodedMessagesSize,
+  encodeMessages,
+  encodeMessagesInto,
+} from "../raft/codec.ts";
 import { type Message, MessageType } from "../raft/types.ts";
 import type { Logger } from "./log.ts";
 import { decodePeerFrame, PeerStream } from "./peer_stream.ts";
@@ -89,7 +94,17 @@ interface _Link {
   /** Queues a frame; false: wait for the drain callback. */
   write(frame: PeerFrame): boolean;
   close(): void;
+  /**
+   * Whether `write` copies the payload before it returns (the raw peer stream does), so the
+   * payload may be encoded into a buffer that is reused for the next frame.
+   */
+  copies: boolean;
 }
+
+/** Payloads for links that copy them (one per process: frames are encoded one at a time). */
+let _scratch = new Uint8Array(64 * 1024);
+/** A larger scratch buffer is dropped after use (a snapshot-sized batch is rare). */
+const SCRATCH_KEEP = 1024 * 1024;
 
 function _hostPort(address: string): { hostname: string; port: number } {
   const at = address.lastIndexOf(":");
@@ -116,11 +131,14 @@ class _Peer {
   #everUp = false;
   #loggedFailure = false;
   lastUp = 0;
+  /** The header of every frame to this peer (never modified). */
+  readonly #header: NonNullable<PeerFrame["header"]>;
 
   constructor(t: Transport, id: number, address: string) {
     this.#t = t;
     this.id = id;
     this.address = address;
+    this.#header = { cluster_id: t.clusterId, from: t.id, to: id };
   }
 
   /** The peer's gRPC client (one channel per peer, shared with the stream). */
@@ -169,6 +187,7 @@ class _Peer {
       link = {
         write: (frame) => stream.writeFrame(frame),
         close: () => stream.close(),
+        copies: true,
       };
       this.#call = link;
       return;
@@ -180,6 +199,7 @@ class _Peer {
     const call = client.Stream(md);
     const link: _Link = {
       write: (frame) => call.write(frame),
+      copies: false,
       close: () => {
         try {
           call.end();
@@ -283,12 +303,19 @@ class _Peer {
         bytes += b;
         n++;
       }
-      const batch = this.#queue.splice(0, n);
+      const batch = n === this.#queue.length ? this.#queue : this.#queue.slice(0, n);
+      if (batch === this.#queue) this.#queue = [];
+      else this.#queue.splice(0, n);
       this.#queueBytes -= bytes;
-      const frame: PeerFrame = {
-        header: { cluster_id: this.#t.clusterId, from: this.#t.id, to: this.id },
-        payload: encodeMessages(batch),
-      };
+      let payload: Uint8Array;
+      if (call.copies) {
+        const size = encodedMessagesSize(batch);
+        if (_scratch.length < size) _scratch = new Uint8Array(size);
+        payload = _scratch.subarray(0, encodeMessagesInto(_scratch, 0, batch));
+      } else {
+        payload = encodeMessages(batch);
+      }
+      const frame: PeerFrame = { header: this.#header, payload };
       let ok: boolean;
       try {
         ok = call.write(frame);
@@ -297,6 +324,7 @@ class _Peer {
         this.#onBroken(call, `write failed: ${e}`);
         return;
       }
+      if (_scratch.length > SCRATCH_KEEP) _scratch = new Uint8Array(64 * 1024);
       if (!ok) {
         this.#waitingDrain = true;
         return;

@@ -101,6 +101,55 @@ Deno.test("transport delivers batches in order and rejects other clusters and no
   }
 });
 
+Deno.test("transport: back-to-back batches on an open stream arrive with their own bytes", async () => {
+  const got: Message[] = [];
+  const ref: { b?: Transport } = {};
+  const sb = await serve(() => ref.b!);
+  const b = new Transport({
+    id: 2,
+    clusterId: "c1",
+    peers: new Map(),
+    isMember: (id) => id === 1,
+    onMessages: (msgs) => got.push(...msgs),
+    onUnreachable: () => {},
+    log,
+  });
+  ref.b = b;
+  const a = new Transport({
+    id: 1,
+    clusterId: "c1",
+    peers: new Map([[2, `127.0.0.1:${sb.port}`]]),
+    isMember: () => true,
+    onMessages: () => {},
+    onUnreachable: () => {},
+    log,
+  });
+  try {
+    a.send([msg(1, 2, 0)]);
+    await until(() => a.isUp(2) && got.length === 1);
+    // Sizes below and above one DATA frame, the first payload buffer and the flow-control
+    // window; each batch is encoded while the previous ones may still wait to be written.
+    const sizes = [10, 3_000, 20_000, 70_000, 5, 200_000, 1_000, 40_000];
+    const data = sizes.map((n, i) => new Uint8Array(n).map((_, j) => (j * 31 + i * 7) & 0xff));
+    for (let i = 0; i < sizes.length; i++) a.send([msg(1, 2, i + 1, data[i])]);
+    await until(() => got.length === 1 + sizes.length);
+    for (let i = 0; i < sizes.length; i++) {
+      const m = got[i + 1]!;
+      assert.equal(m.index, i + 1);
+      const d = m.entries[0]!.data; // a Buffer on the grpc-js server side
+      assert.deepEqual(
+        new Uint8Array(d.buffer, d.byteOffset, d.length),
+        data[i],
+        `batch ${i + 1} (${sizes[i]} bytes)`,
+      );
+    }
+  } finally {
+    a.close();
+    b.close();
+    sb.server.forceShutdown();
+  }
+});
+
 Deno.test("transport drops messages to a down peer and reports it unreachable", async () => {
   let unreachable = 0;
   const a = new Transport({
