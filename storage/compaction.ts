@@ -51,6 +51,8 @@ export interface CompactOptions {
   emit: (bytes: Uint8Array, info: TableInfo) => Promise<void>;
   /** Called every few thousand entries; may yield to the event loop or throw to abort. */
   pause?: () => Promise<void>;
+  /** Buffer to build the tables in (e.g. kept by the caller across runs); default a new one. */
+  out?: ByteWriter;
 }
 
 /**
@@ -65,7 +67,8 @@ export interface CompactOptions {
 export async function writeCompacted(it: InternalIterator, options: CompactOptions): Promise<void> {
   const { dropAll, smallestSnapshot: snap, deeper, splitBytes, emit, pause } = options;
   // One output buffer for every table of this run (less garbage than a fresh one per table).
-  const out = new ByteWriter(Number.isFinite(splitBytes) ? splitBytes + (256 << 10) : 1 << 20);
+  const out = options.out ??
+    new ByteWriter(Number.isFinite(splitBytes) ? splitBytes + (256 << 10) : 1 << 20);
   let builder = new TableBuilder(out);
   let lastKey: Uint8Array | undefined;
   let lastSeqForKey = Number.MAX_SAFE_INTEGER;

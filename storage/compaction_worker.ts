@@ -10,6 +10,7 @@
  */
 import { setImmediate } from "node:timers";
 import { BlockCache } from "./block_cache.ts";
+import { ByteWriter } from "./coding.ts";
 import { writeCompacted } from "./compaction.ts";
 import { CorruptionError, StorageError } from "./errors.ts";
 import { DenoFs } from "./fs.ts";
@@ -51,7 +52,11 @@ export interface FlushRequest {
   kind: "flush";
   /** Job id, echoed in the reply. */
   id: number;
-  /** A copy of the memtable's arena ({@link MemTable.copyArena}), transferred to the worker. */
+  /**
+   * A copy of the memtable's arena ({@link MemTable.copyArena}), transferred to the worker and
+   * transferred back in the reply (for the next flush's copy). It may be longer than the
+   * arena's used part.
+   */
   arena: ArrayBuffer;
   /** Output path (`*.tmp`). */
   path: string;
@@ -60,14 +65,53 @@ export interface FlushRequest {
 /** Any job the worker accepts (a request without `kind` is a compaction). */
 export type WorkerRequest = (CompactionRequest & { kind?: "compact" }) | FlushRequest;
 
+/**
+ * Table output buffers kept across jobs. Built in a fresh buffer that doubles as it fills, each
+ * table would leave two to four times its size of dead ArrayBuffers, which only a full GC frees
+ * (external memory does not count toward the heap limit that schedules GCs), so the worker's
+ * RSS would grow by tens of MiB during a fill. A flush is sized from its arena (a table is smaller
+ * than the arena it comes from), a compaction from its split size: one allocation, then reuse.
+ * Jobs run interleaved, so up to {@link _POOL_KEEP} buffers are kept; an idle worker is
+ * terminated, which frees them.
+ */
+const _pool: ByteWriter[] = [];
+const _POOL_KEEP = 2;
+
+/** A pooled buffer of at least `bytes` (the smallest that fits), or a new one. */
+function _takeWriter(bytes: number): ByteWriter {
+  let best = -1;
+  for (let i = 0; i < _pool.length; i++) {
+    const n = _pool[i]!.buf.length;
+    if (n >= bytes && (best < 0 || n < _pool[best]!.buf.length)) best = i;
+  }
+  if (best < 0) return new ByteWriter(bytes);
+  return _pool.splice(best, 1)[0]!;
+}
+
+/** Returns a buffer to the pool, dropping the smallest beyond {@link _POOL_KEEP}. */
+function _giveWriter(w: ByteWriter): void {
+  _pool.push(w);
+  if (_pool.length > _POOL_KEEP) {
+    _pool.sort((a, b) => b.buf.length - a.buf.length);
+    _pool.length = _POOL_KEEP;
+  }
+}
+
+/** Buffers kept by the pool (for tests): their sizes in bytes. */
+export function pooledTableBuffers(): number[] {
+  return _pool.map((w) => w.buf.length);
+}
+
 /** Runs one flush job (exported for tests; the worker calls it per message). */
 export async function runFlush(req: FlushRequest): Promise<CompactionReply> {
   const fs = new DenoFs();
   const outputs: Extract<CompactionReply, { ok: true }>["outputs"] = [];
+  const out = _takeWriter(req.arena.byteLength + (64 << 10));
   try {
     const it = MemTable.fromArena(req.arena).iterator();
     it.seekToFirst();
     await writeCompacted(it, {
+      out,
       dropAll: false,
       smallestSnapshot: 0,
       deeper: [],
@@ -83,7 +127,7 @@ export async function runFlush(req: FlushRequest): Promise<CompactionReply> {
         });
       },
     });
-    return { id: req.id, ok: true, outputs };
+    return { id: req.id, ok: true, outputs, arena: req.arena };
   } catch (e) {
     for (const o of outputs) await fs.remove(o.path).catch(() => {});
     return {
@@ -91,11 +135,14 @@ export async function runFlush(req: FlushRequest): Promise<CompactionReply> {
       ok: false,
       message: String(e),
       kind: e instanceof StorageError ? e.kind : undefined,
+      arena: req.arena,
     };
+  } finally {
+    _giveWriter(out);
   }
 }
 
-/** The worker's reply. */
+/** The worker's reply. A flush's reply hands its request's `arena` back (transferred). */
 export type CompactionReply =
   | {
     id: number;
@@ -103,8 +150,17 @@ export type CompactionReply =
     outputs: Array<
       { path: string; size: number; entries: number; smallest: Uint8Array; largest: Uint8Array }
     >;
+    arena?: ArrayBuffer;
   }
-  | { id: number; ok: false; message: string; kind?: string; file?: string; offset?: number };
+  | {
+    id: number;
+    ok: false;
+    message: string;
+    kind?: string;
+    file?: string;
+    offset?: number;
+    arena?: ArrayBuffer;
+  };
 
 /** Runs one job (exported for tests; the worker calls it per message). */
 export async function runCompaction(req: CompactionRequest): Promise<CompactionReply> {
@@ -112,6 +168,9 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
   const cache = new BlockCache<Block>(0);
   const tables: Table[] = [];
   const outputs: Extract<CompactionReply, { ok: true }>["outputs"] = [];
+  const out = _takeWriter(
+    Number.isFinite(req.splitBytes) ? req.splitBytes + (256 << 10) : 1 << 20,
+  );
   try {
     for (const inp of req.inputs) {
       tables.push(await Table.open(fs, inp.path, { number: inp.number, cache }));
@@ -140,6 +199,7 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
       // Every few thousand entries, let queued jobs run: a level-0 flush preempts a long
       // compaction (as in LevelDB), instead of waiting for it to end.
       pause: () => new Promise((r) => setImmediate(r)),
+      out,
       emit: async (bytes, info) => {
         const path = `${req.tmpPrefix}${outputs.length}.tmp`;
         await writeTableFile(fs, path, bytes);
@@ -173,12 +233,13 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
     };
   } finally {
     for (const t of tables) t.close();
+    _giveWriter(out);
   }
 }
 
 interface _WorkerScope {
   onmessage: ((ev: MessageEvent<WorkerRequest>) => void) | null;
-  postMessage(message: unknown): void;
+  postMessage(message: unknown, transfer?: Transferable[]): void;
 }
 
 // Only inside a worker (where WorkerGlobalScope exists) does this module serve requests.
@@ -187,6 +248,6 @@ if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !==
   scope.onmessage = (ev) => {
     const req = ev.data;
     const job = req.kind === "flush" ? runFlush(req) : runCompaction(req);
-    job.then((reply) => scope.postMessage(reply));
+    job.then((reply) => scope.postMessage(reply, reply.arena ? [reply.arena] : []));
   };
 }

@@ -47,7 +47,7 @@ import {
   TableBuilder,
   writeTableFile,
 } from "./sstable.ts";
-import { decodeGroup, readWalSegment, WalEncoder } from "./wal.ts";
+import { readWalSegment, WalEncoder } from "./wal.ts";
 import { type LevelRanges, writeCompacted } from "./compaction.ts";
 import type {
   CompactionReply,
@@ -150,7 +150,10 @@ export interface ScanOptions {
 export interface KeyValue {
   /** The key. */
   key: Uint8Array;
-  /** The value. */
+  /**
+   * The value: the caller's own copy, but possibly a view into a shared buffer (`byteOffset`
+   * may be non-zero; do not transfer its `buffer`). The same holds for values `get` returns.
+   */
   value: Uint8Array;
 }
 
@@ -190,10 +193,43 @@ function _tableName(n: number): string {
   return `${String(n).padStart(6, "0")}.sst`;
 }
 
-/** A live table: manifest metadata plus the open reader, shared by the versions that hold it. */
-interface _LiveTable extends TableMeta {
-  table: Table;
-  refs: number;
+/**
+ * A live table: manifest metadata plus its reader, shared by the versions that hold it. Tables
+ * found at open are read (footer, index, filter — all checked) on their first use, as LevelDB's
+ * table cache does, so an open reads no table; a corrupt one fails that use with a
+ * {@link CorruptionError} (and every later one: a failed open is retried, never cached).
+ */
+class _LiveTable implements TableMeta {
+  number: number;
+  level: number;
+  size: number;
+  entries: number;
+  smallest: Uint8Array;
+  largest: Uint8Array;
+  refs = 0;
+  #table: Table | undefined;
+  #open: (() => Table) | undefined;
+
+  constructor(meta: TableMeta, readonly path: string, table: Table | (() => Table)) {
+    this.number = meta.number;
+    this.level = meta.level;
+    this.size = meta.size;
+    this.entries = meta.entries;
+    this.smallest = meta.smallest;
+    this.largest = meta.largest;
+    if (table instanceof Table) this.#table = table;
+    else this.#open = table;
+  }
+
+  /** The reader, opened (and checked) on first use. */
+  get table(): Table {
+    return this.#table ??= this.#open!();
+  }
+
+  /** Closes the reader if it was opened. */
+  close(): void {
+    this.#table?.close();
+  }
 }
 
 /** An immutable set of live tables per level. */
@@ -325,6 +361,12 @@ export class KVEngine {
    */
   #sealedSeq = 0;
   #encoder = new WalEncoder();
+  /**
+   * The arena the worker handed back after the last flush: the next flush copies the sealed
+   * memtable into it instead of a new buffer (each dead copy would otherwise linger in the
+   * worker until a full GC there).
+   */
+  #spareArena: ArrayBuffer | undefined;
 
   #queue: Array<_Pending | _Exclusive> = [];
   #committing = false;
@@ -363,6 +405,8 @@ export class KVEngine {
   >();
   /** Terminates the worker once it has been idle a while (an idle worker keeps a process alive). */
   #workerIdle: ReturnType<typeof setTimeout> | undefined;
+  /** Set by open: the background loop's first step waits one event-loop turn (see #open). */
+  #bgDefer = false;
   /** Write groups delayed by the level-0 soft limit. */
   #slowdowns = 0;
   /** When the commit loop last yielded to the event loop for background work. */
@@ -414,12 +458,16 @@ export class KVEngine {
   }
 
   /**
-   * Opens (creating if needed) the engine in `dir`: takes the lock, reads the manifest, opens
-   * the tables, replays the WAL (truncating a torn tail, failing on mid-log corruption) into
-   * level-0 tables, and starts a new WAL segment (none with `wal: false`).
+   * Opens (creating if needed) the engine in `dir`: takes the lock, reads the manifest, checks
+   * that every live table exists (each is read and checked on its first use), replays the WAL
+   * (truncating a torn tail, failing on mid-log corruption), and starts a new WAL segment (none
+   * with `wal: false`). A replay that fits in one memtable becomes the immutable memtable,
+   * flushed to level 0 in the background (its segments are deleted once that flush is
+   * durable); a larger one, or any replay with `wal: false`, is written to level-0 tables first.
    *
    * @throws {LockedError} another engine holds `dir`.
-   * @throws {CorruptionError} a manifest, table or WAL record failed its checks.
+   * @throws {CorruptionError} a manifest or WAL record failed its checks, or a live table is
+   *   missing (a corrupt table fails its first read instead).
    */
   static async open(dir: string, options: KVEngineOptions = {}): Promise<KVEngine> {
     const db = new KVEngine(dir, options);
@@ -470,7 +518,12 @@ export class KVEngine {
       this.#lock = undefined;
       throw e;
     }
+    // Background work (the recovered memtable's flush, compactions) starts on the next turn of
+    // the event loop: starting the worker blocks this thread for ~10 ms, which open() and the
+    // caller's first reads need not wait for.
+    this.#bgDefer = true;
     this.#maybeScheduleBg();
+    this.#bgDefer = false;
   }
 
   async #recover(): Promise<void> {
@@ -479,24 +532,25 @@ export class KVEngine {
     const found = await readManifest(fs, dir, { compare: compareBytes, log: this.#log });
     const state = found?.state ?? emptyState();
     this.#state = state;
-    // Open every live table.
+    // Every live table must exist; each is opened on first use (see _LiveTable).
+    const names = await fs.list(dir);
+    const present = new Set(names);
+    const cache = this.#cache;
     const levels: _LiveTable[][] = [];
     for (let l = 0; l < NUM_LEVELS; l++) {
       const lv: _LiveTable[] = [];
       for (const meta of state.levels[l]!) {
-        const table = await Table.open(fs, `${dir}/${_tableName(meta.number)}`, {
-          number: meta.number,
-          cache: this.#cache,
-        }).catch((e) => {
-          if (e instanceof Deno.errors.NotFound) {
-            throw new CorruptionError("live table is missing", {
-              file: `${dir}/${_tableName(meta.number)}`,
-              offset: 0,
-            });
+        const path = `${dir}/${_tableName(meta.number)}`;
+        const missing = () =>
+          new CorruptionError("live table is missing", { file: path, offset: 0 });
+        if (!present.has(_tableName(meta.number))) throw missing();
+        const live = new _LiveTable(meta, path, () => {
+          try {
+            return Table.openSync(fs, path, { number: meta.number, cache });
+          } catch (e) {
+            throw e instanceof Deno.errors.NotFound ? missing() : e;
           }
-          throw e;
         });
-        const live: _LiveTable = { ...meta, table, refs: 0 };
         this.#live.set(meta.number, live);
         lv.push(live);
       }
@@ -506,7 +560,6 @@ export class KVEngine {
     this.#lastSeq = state.lastSeq;
 
     // Replay WAL segments at or after logNumber, oldest first.
-    const names = await fs.list(dir);
     const logs = names
       .map((n) => /^(\d+)\.log$/.exec(n))
       .filter((m): m is RegExpExecArray => m !== null)
@@ -517,6 +570,9 @@ export class KVEngine {
     // not cover yet: never hand those numbers out again.
     for (const n of logs) if (n >= state.nextFile) state.nextFile = n + 1;
     const edit: VersionEdit = { add: [] };
+    // With the WAL on, a close can leave a full sealed memtable and a live one (two segments):
+    // both fit in the one recovered memtable, as they fit in memory before.
+    const replayLimit = this.#walOn ? 2 * this.#memtableBytes : this.#memtableBytes;
     let mem = new MemTable(0, this.#memOptions);
     for (let i = 0; i < logs.length; i++) {
       const path = `${dir}/${_logName(logs[i]!)}`;
@@ -539,12 +595,20 @@ export class KVEngine {
         await f.sync();
         f.close();
       }
-      if (mem.bytes >= this.#memtableBytes) {
+      if (mem.bytes >= replayLimit) {
         edit.add!.push(...(await this.#writeLevel0(mem)));
         mem = new MemTable(0, this.#memOptions);
       }
     }
-    if (!mem.empty) edit.add!.push(...(await this.#writeLevel0(mem)));
+    // With the WAL on, a replay that fit in one memtable is not written out here (LevelDB does
+    // the same with its recovered memtable): it becomes the immutable memtable, flushed to level 0
+    // in the background like any sealed one. Its segments stay live — the manifest's logNumber
+    // does not move — until that flush is logged, so a crash before then replays them again.
+    let recovered: MemTable | null = null;
+    if (!mem.empty) {
+      if (this.#walOn && edit.add!.length === 0) recovered = mem;
+      else edit.add!.push(...(await this.#writeLevel0(mem)));
+    }
 
     // A fresh WAL segment and a fresh manifest holding the whole state. Without a WAL the number
     // is still taken, so every replayed segment (all below it) becomes obsolete and is deleted
@@ -556,7 +620,11 @@ export class KVEngine {
       this.#log(`replayed ${logs.length} WAL segment(s) into level-0 tables; the WAL is off now`);
     }
     this.#mem = new MemTable(logNumber, this.#memOptions);
-    edit.logNumber = logNumber;
+    if (recovered !== null) {
+      // The flush of #imm deletes #oldWals once its edit (logNumber = the new segment) is durable.
+      this.#imm = recovered;
+      for (const n of logs) this.#oldWals.push(await fs.openRead(`${dir}/${_logName(n)}`));
+    } else edit.logNumber = logNumber;
     edit.lastSeq = this.#lastSeq;
     applyEdit(state, edit, compareBytes);
     await this.#installEdit(edit);
@@ -628,11 +696,9 @@ export class KVEngine {
   async #installEdit(edit: VersionEdit): Promise<void> {
     for (const meta of edit.add ?? []) {
       if (this.#live.has(meta.number)) continue;
-      const table = await Table.open(this.#fs, `${this.#dir}/${_tableName(meta.number)}`, {
-        number: meta.number,
-        cache: this.#cache,
-      });
-      this.#live.set(meta.number, { ...meta, table, refs: 0 });
+      const path = `${this.#dir}/${_tableName(meta.number)}`;
+      const table = await Table.open(this.#fs, path, { number: meta.number, cache: this.#cache });
+      this.#live.set(meta.number, new _LiveTable(meta, path, table));
     }
     const levels = this.#state.levels.map((lv) => lv.map((m) => this.#live.get(m.number)!));
     this.#installVersion(new _Version(levels));
@@ -655,10 +721,10 @@ export class KVEngine {
       for (const t of lv) {
         if (--t.refs === 0) {
           this.#live.delete(t.number);
-          t.table.close();
+          t.close();
           if (!this.#closed) {
-            const r = this.#fs.remove(t.table.path)
-              .catch((e) => this.#log(`remove ${t.table.path}: ${e}`))
+            const r = this.#fs.remove(t.path)
+              .catch((e) => this.#log(`remove ${t.path}: ${e}`))
               .finally(() => this.#removals.delete(r));
             this.#removals.add(r);
           }
@@ -872,9 +938,16 @@ export class KVEngine {
       this.#failure = e;
       throw new StorageError("IO", `WAL write failed: ${e}`, { cause: e });
     }
+    // The memtable copies keys and values, so it takes them from the batches (as the no-WAL
+    // path does), not back out of the record: the encoder's scratch buffer is reused.
     const mem = this.#mem;
-    // Keys and values become views into the record buffer: one allocation per group.
-    decodeGroup(record.subarray(9), (seq, kind, key, value) => mem.add(key, seq, kind, value));
+    let seq = first - 1;
+    for (const p of group) {
+      for (const op of p.entries) {
+        if (op.type === "put") mem.add(op.key, ++seq, KIND_PUT, op.value!);
+        else mem.add(op.key, ++seq, KIND_DELETE, _EMPTY);
+      }
+    }
     this.#lastSeq = first + count - 1;
   }
 
@@ -1084,7 +1157,7 @@ export class KVEngine {
     const seq = view.seq;
     let e = view.mem.get(key, seq);
     if (e === undefined && view.imm !== null) e = view.imm.get(key, seq);
-    if (e !== undefined) return e.kind === KIND_PUT ? e.value.slice() : undefined;
+    if (e !== undefined) return e.kind === KIND_PUT ? _copyOut(e.value) : undefined;
     const levels = view.version.levels;
     const hash = bloomHash(key);
     const l0 = levels[0]!;
@@ -1348,6 +1421,10 @@ export class KVEngine {
   }
 
   async #bgLoop(): Promise<void> {
+    if (this.#bgDefer) {
+      this.#bgDefer = false;
+      await _yieldToEventLoop();
+    }
     while (!this.#closed && this.#bgPaused === 0 && this.#failure === undefined) {
       try {
         // A compaction bound for the worker starts first: the memtable is flushed here while the
@@ -1604,9 +1681,11 @@ export class KVEngine {
    */
   async #flushOnWorker(imm: MemTable): Promise<TableMeta[]> {
     const id = ++this.#jobId;
-    const arena = imm.copyArena();
+    const arena = imm.copyArenaInto(this.#spareArena);
+    this.#spareArena = undefined;
     const req: FlushRequest = { kind: "flush", id, arena, path: `${this.#dir}/flush-${id}.tmp` };
     const reply = await this.#workerCall(req, [arena]);
+    this.#spareArena = reply.arena;
     if (this.#closed) throw new ClosedError("closed during flush");
     if (!reply.ok) throw new StorageError("IO", `flush failed: ${reply.message}`);
     this.#workerFlushes++;
@@ -1635,9 +1714,9 @@ export class KVEngine {
     const id = ++this.#jobId;
     const req: CompactionRequest = {
       id,
-      inputs: inputs.map((t) => ({ path: t.table.path, number: t.number })),
+      inputs: inputs.map((t) => ({ path: t.path, number: t.number })),
       run: next.map((t) => ({
-        path: t.table.path,
+        path: t.path,
         number: t.number,
         smallest: t.smallest,
         largest: t.largest,
@@ -1830,9 +1909,36 @@ export class KVEngine {
     this.#wal?.close();
     for (const f of this.#oldWals) f.close();
     this.#manifest?.close();
-    for (const t of this.#live.values()) t.table.close();
+    for (const t of this.#live.values()) t.close();
     this.#live.clear();
   }
+}
+
+/** Values up to this size are copied out of memtables and scans into a shared slab. */
+const _SLAB_VALUE_MAX = 1024;
+/** Size of the slabs {@link _copyOut} cuts copies from. */
+const _SLAB_BYTES = 16 * 1024;
+let _slab = new Uint8Array(0);
+let _slabPos = 0;
+
+/**
+ * A copy of `src` for the caller to keep. Copies of 65 B – 1 KiB are cut from a shared 16 KiB
+ * slab (as Node's Buffer pool does) rather than each getting an ArrayBuffer: every ArrayBuffer
+ * carries native bookkeeping several times a 100-byte value's size, freed only when a GC finds
+ * it dead, so a million-entry scan made hundreds of MiB of RSS. Smaller copies live in the V8
+ * heap anyway; larger ones get their own buffer. A kept copy keeps its slab alive.
+ */
+function _copyOut(src: Uint8Array): Uint8Array {
+  const n = src.length;
+  if (n <= 64 || n > _SLAB_VALUE_MAX) return src.slice();
+  if (_slab.length - _slabPos < n) {
+    _slab = new Uint8Array(_SLAB_BYTES);
+    _slabPos = 0;
+  }
+  const out = _slab.subarray(_slabPos, _slabPos + n);
+  out.set(src);
+  _slabPos += (n + 7) & ~7;
+  return out;
 }
 
 /** Applies snapshot visibility, tombstones, bounds and limit over an internal iterator. */
@@ -1857,7 +1963,7 @@ function* _userScan(it: InternalIterator, seq: number, options: ScanOptions): Ge
       last = k;
       if (it.kind === KIND_PUT) {
         if (prefix === undefined || hasPrefix(k, prefix)) {
-          yield { key: k.slice(), value: it.value.slice() };
+          yield { key: k.slice(), value: _copyOut(it.value) };
           if (limit !== undefined && ++n >= limit) return;
         }
       }

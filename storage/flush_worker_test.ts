@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { BlockCache } from "./block_cache.ts";
-import { runFlush } from "./compaction_worker.ts";
+import { pooledTableBuffers, runFlush } from "./compaction_worker.ts";
 import { KVEngine } from "./engine.ts";
 import { DenoFs } from "./fs.ts";
 import { KIND_DELETE, KIND_PUT } from "./iterator.ts";
@@ -98,5 +98,78 @@ Deno.test("an engine with a worker flushes memtables there and keeps every write
     } finally {
       await again.close();
     }
+  });
+});
+
+Deno.test("flush jobs reuse one pooled output buffer, and a reused buffer writes a correct table", async () => {
+  await withTempDir(async (dir) => {
+    const make = (tag: string) => {
+      const m = new MemTable(0, { arenaBytes: 64 << 10 });
+      for (let i = 0; i < 500; i++) {
+        m.add(b(`${tag}${1000 + i}`), i + 1, KIND_PUT, b(`v${tag}${i}`));
+      }
+      return m;
+    };
+    const before = pooledTableBuffers().length;
+    for (const tag of ["a", "b", "c"]) {
+      const path = `${dir}/flush-${tag}.tmp`;
+      const reply = await runFlush({ kind: "flush", id: 1, arena: make(tag).copyArena(), path });
+      assert.ok(reply.ok, JSON.stringify(reply));
+      // The last table was built in a buffer that held an earlier one: it must still read back
+      // exactly (no stale bytes from the previous table).
+      const table = await Table.open(new DenoFs(), path, {
+        number: 1,
+        cache: new BlockCache<Block>(0),
+      });
+      try {
+        const it = table.iterator();
+        let n = 0;
+        for (it.seekToFirst(); it.valid; it.next(), n++) {
+          assert.equal(s(it.key), `${tag}${1000 + n}`);
+          assert.equal(s(it.value), `v${tag}${n}`);
+        }
+        assert.equal(n, 500);
+      } finally {
+        table.close();
+      }
+    }
+    // Three sequential flushes took one buffer from the pool each time and gave it back.
+    assert.equal(pooledTableBuffers().length, Math.max(before, 1));
+  });
+});
+
+Deno.test("a flush from a reused, larger arena buffer writes only the new memtable's entries", async () => {
+  await withTempDir(async (dir) => {
+    const big = new MemTable(0, { arenaBytes: 64 << 10 });
+    for (let i = 0; i < 800; i++) big.add(b(`old${1000 + i}`), i + 1, KIND_PUT, b(`x${i}`));
+    const spare = big.copyArena();
+    const small = new MemTable(0, { arenaBytes: 64 << 10 });
+    for (let i = 0; i < 50; i++) small.add(b(`new${1000 + i}`), i + 1, KIND_PUT, b(`y${i}`));
+    const arena = small.copyArenaInto(spare);
+    // The spare is large enough: reused, its tail still holding the old table's nodes.
+    assert.equal(arena, spare);
+    const path = `${dir}/flush-r.tmp`;
+    const reply = await runFlush({ kind: "flush", id: 7, arena, path });
+    assert.ok(reply.ok, JSON.stringify(reply));
+    assert.equal(reply.arena, arena);
+    assert.equal(reply.outputs[0]!.entries, 50);
+    const table = await Table.open(new DenoFs(), path, {
+      number: 1,
+      cache: new BlockCache<Block>(0),
+    });
+    try {
+      const it = table.iterator();
+      let n = 0;
+      for (it.seekToFirst(); it.valid; it.next(), n++) {
+        assert.equal(s(it.key), `new${1000 + n}`);
+        assert.equal(s(it.value), `y${n}`);
+      }
+      assert.equal(n, 50);
+    } finally {
+      table.close();
+    }
+    // Too small a spare is not used.
+    const tiny = small.copyArena();
+    assert.notEqual(big.copyArenaInto(tiny), tiny);
   });
 });

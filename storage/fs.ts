@@ -40,6 +40,11 @@ export interface FileSystem {
   openAppend(path: string, options?: { truncate?: boolean }): Promise<StorageFile>;
   /** Opens an existing file for reading. */
   openRead(path: string): Promise<StorageFile>;
+  /**
+   * Opens an existing file for reading, synchronously (tables opened lazily on their first
+   * lookup, which is synchronous); throws `Deno.errors.NotFound` when it is missing.
+   */
+  openReadSync(path: string): StorageFile;
   /** Reads a whole file. */
   readFile(path: string): Promise<Uint8Array>;
   /** Renames `from` to `to`, replacing `to`. */
@@ -139,6 +144,16 @@ export class DenoFs implements FileSystem {
     const file = await Deno.open(path, { read: true });
     const size = (await file.stat()).size;
     return new _DenoFile(path, file, size);
+  }
+  /** Implements {@link FileSystem.openReadSync}. */
+  openReadSync(path: string): StorageFile {
+    const file = Deno.openSync(path, { read: true });
+    try {
+      return new _DenoFile(path, file, file.statSync().size);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
   }
   /** Implements {@link FileSystem.readFile}. */
   readFile(path: string): Promise<Uint8Array> {
@@ -331,6 +346,10 @@ export class MemFs implements FileSystem {
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+  /** Implements {@link FileSystem.openReadSync}. */
+  openReadSync(path: string): StorageFile {
+    return new _MemFile(path, this.#get(path), this);
   }
   /** Implements {@link FileSystem.readFile}. */
   readFile(path: string): Promise<Uint8Array> {

@@ -139,6 +139,17 @@ export class MemTable {
     return this.#buf.slice(0, this.#pos);
   }
 
+  /**
+   * Like {@link copyArena}, but copies into `spare` when it is large enough (e.g. an arena a
+   * worker handed back after an earlier flush), so repeated flushes allocate nothing; the bytes
+   * past the used part are never reached from the table's links. Returns the buffer used.
+   */
+  copyArenaInto(spare: ArrayBuffer | undefined): ArrayBuffer {
+    if (spare === undefined || spare.byteLength < this.#pos) return this.copyArena();
+    new Uint8Array(spare, 0, this.#pos).set(new Uint8Array(this.#buf, 0, this.#pos));
+    return spare;
+  }
+
   /** Size of the arena in bytes (allocated, used or not). */
   get arenaBytes(): number {
     return this.#buf.byteLength;

@@ -393,7 +393,27 @@ export class Table {
     path: string,
     options: { number: number; cache: BlockCache<Block> },
   ): Promise<Table> {
-    const file = await fs.openRead(path);
+    return Table.#load(await fs.openRead(path), path, options);
+  }
+
+  /**
+   * {@link Table.open}, synchronously: for tables opened lazily on their first lookup. Same
+   * checks, same {@link CorruptionError}s.
+   */
+  static openSync(
+    fs: FileSystem,
+    path: string,
+    options: { number: number; cache: BlockCache<Block> },
+  ): Table {
+    return Table.#load(fs.openReadSync(path), path, options);
+  }
+
+  /** Reads and checks the footer, index and filter of `file`; closes it on failure. */
+  static #load(
+    file: StorageFile,
+    path: string,
+    options: { number: number; cache: BlockCache<Block> },
+  ): Table {
     try {
       const size = file.size();
       if (size < FOOTER_SIZE) {

@@ -97,6 +97,19 @@ Deno.test("sstable open rejects a bad magic or footer with a Corruption error", 
     Table.open(fs, "/t/000001.sst", { number: 1, cache: new BlockCache(0) }),
     CorruptionError,
   );
+  // The synchronous open (lazy table opening) runs the same checks.
+  assert.throws(
+    () => Table.openSync(fs, "/t/000001.sst", { number: 1, cache: new BlockCache(0) }),
+    (e) => e instanceof CorruptionError && e.file === "/t/000001.sst",
+  );
+  raw[raw.length - 20]! ^= 0x01;
+  const t = Table.openSync(fs, "/t/000001.sst", { number: 1, cache: new BlockCache(0) });
+  assert.equal(t.entries, 200); // two versions per key
+  t.close();
+  assert.throws(
+    () => Table.openSync(fs, "/t/missing.sst", { number: 2, cache: new BlockCache(0) }),
+    Deno.errors.NotFound,
+  );
 });
 
 Deno.test("sequential iterator reads the same entries as the block iterator, in chunks of blocks", async () => {

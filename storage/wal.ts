@@ -18,7 +18,7 @@ import { ByteReader, ByteWriter } from "./coding.ts";
 import { CorruptionError } from "./errors.ts";
 import type { FileSystem } from "./fs.ts";
 import { KIND_DELETE, KIND_PUT } from "./iterator.ts";
-import { encodeRecordInto, readRecord, RECORD_HEADER_SIZE } from "./record.ts";
+import { readRecord, RECORD_HEADER_SIZE, recordCrc } from "./record.ts";
 
 /** Record type of a commit group. Reaches the disk: never change. */
 export const WAL_GROUP = 1;
@@ -36,23 +36,28 @@ export interface WalEntry {
 const _EMPTY = new Uint8Array(0);
 
 /**
- * Encodes commit groups as WAL records, reusing one buffer.
+ * Encodes commit groups as WAL records into one reused scratch buffer: a group costs no
+ * allocation (the memtable copies keys and values from the batch itself, so nothing needs to
+ * keep the record's bytes after the append).
  *
  * @example
  * ```ts
  * const enc = new WalEncoder();
  * enc.begin(1);
  * enc.add(KIND_PUT, new TextEncoder().encode("k"), new TextEncoder().encode("v"));
- * const record = enc.finish(); // append to the segment
+ * const record = enc.finish(); // append to the segment before the next begin()
  * ```
  */
 export class WalEncoder {
   #w = new ByteWriter(64 * 1024);
   #count = 0;
-  #slab = new Uint8Array(0);
-  #slabPos = 0;
-  /** Starts a group whose first entry gets sequence `firstSeq`. */
+  /**
+   * Starts a group whose first entry gets sequence `firstSeq`. The record returned by the
+   * previous {@link finish} is overwritten from here on.
+   */
   begin(firstSeq: number): void {
+    // Shrink the scratch buffer again after an unusually large group.
+    if (this.#w.buf.length > _SCRATCH_MAX) this.#w = new ByteWriter(64 * 1024);
     const w = this.#w;
     w.reset();
     w.reserve(RECORD_HEADER_SIZE);
@@ -61,10 +66,7 @@ export class WalEncoder {
     w.u32(0);
     this.#count = 0;
   }
-  /**
-   * Adds an entry; returns where its key and value start in the payload buffer, which the
-   * memtable can keep as views after {@link finish} (the buffer is handed over, not reused).
-   */
+  /** Adds an entry (kind, key and value are copied into the record). */
   add(kind: number, key: Uint8Array, value: Uint8Array): void {
     const w = this.#w;
     w.reserve(1 + 10 + key.length + 10 + value.length);
@@ -80,45 +82,32 @@ export class WalEncoder {
     return this.#w.length;
   }
   /**
-   * Completes the record. The returned bytes are never written again by the encoder (they may
-   * be a view into a buffer shared with other small records).
+   * Completes the record (header and entry count written in place) and returns it as a view
+   * into the scratch buffer: valid until the next {@link begin}, so the caller must finish
+   * writing it (an awaited append) before encoding the next group.
    */
   finish(): Uint8Array {
     const w = this.#w;
     const buf = w.buf;
-    const c = this.#count;
-    const p = RECORD_HEADER_SIZE + 8;
-    buf[p] = c & 0xff;
-    buf[p + 1] = (c >>> 8) & 0xff;
-    buf[p + 2] = (c >>> 16) & 0xff;
-    buf[p + 3] = (c >>> 24) & 0xff;
-    // One copy per group, which the memtable keeps views into; the encoder keeps its scratch
-    // buffer (shrunk again after an unusually large group). Small groups (single puts) are
-    // copied into a shared slab rather than each into its own ArrayBuffer: a million tiny
-    // backing stores, freed only by full GCs, cost far more memory than the bytes they hold.
     const n = w.length;
-    let out: Uint8Array;
-    if (n <= _SLAB_MAX_RECORD) {
-      if (this.#slab.length - this.#slabPos < n) {
-        this.#slab = new Uint8Array(_SLAB_BYTES);
-        this.#slabPos = 0;
-      }
-      out = this.#slab.subarray(this.#slabPos, this.#slabPos + n);
-      this.#slabPos += n;
-      out.set(buf.subarray(0, n));
-    } else {
-      out = buf.slice(0, n);
-    }
-    encodeRecordInto(out, 0, { type: WAL_GROUP, payload: out.subarray(RECORD_HEADER_SIZE) });
-    if (buf.length > 1 << 20) this.#w = new ByteWriter(64 * 1024);
-    return out;
+    // Record header (see record.ts): crc u32 | payload length u32 | type u8, little-endian.
+    _putU32(buf, RECORD_HEADER_SIZE + 8, this.#count);
+    _putU32(buf, 0, recordCrc(WAL_GROUP, buf.subarray(RECORD_HEADER_SIZE, n)));
+    _putU32(buf, 4, n - RECORD_HEADER_SIZE);
+    buf[8] = WAL_GROUP;
+    return buf.subarray(0, n);
   }
 }
 
-/** Size of the shared buffers small group records are copied into. */
-const _SLAB_BYTES = 256 * 1024;
-/** Groups up to this size go into a slab; larger ones get their own buffer. */
-const _SLAB_MAX_RECORD = 16 * 1024;
+function _putU32(buf: Uint8Array, p: number, v: number): void {
+  buf[p] = v & 0xff;
+  buf[p + 1] = (v >>> 8) & 0xff;
+  buf[p + 2] = (v >>> 16) & 0xff;
+  buf[p + 3] = (v >>> 24) & 0xff;
+}
+
+/** Scratch buffers larger than this are dropped at the next group. */
+const _SCRATCH_MAX = 1 << 20;
 
 /** Calls `fn` for each entry of a group payload, with views into `payload`. */
 export function decodeGroup(

@@ -60,3 +60,32 @@ Deno.test("wal reports mid-log corruption with file and offset", async () => {
     (e) => e instanceof CorruptionError && e.file === "/w/000001.log" && e.offset === offsets[2],
   );
 });
+
+Deno.test("wal encoder reuses its scratch buffer across small and oversized groups", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/w");
+  const f = await fs.openAppend("/w/000001.log");
+  const enc = new WalEncoder();
+  // Sizes straddle the scratch limit (1 MiB): the big group grows the buffer, the next one
+  // shrinks it again; every record must be intact once appended.
+  const sizes = [10, 2 * 1024 * 1024, 10, 300 * 1024, 10];
+  const records: Uint8Array[] = [];
+  for (let g = 0; g < sizes.length; g++) {
+    enc.begin(g + 1);
+    enc.add(KIND_PUT, b(`k${g}`), new Uint8Array(sizes[g]!).fill(g + 1));
+    const rec = enc.finish();
+    records.push(rec);
+    await f.append(rec);
+  }
+  // Returned records are views of one reused buffer (no per-group allocation)...
+  assert.equal(records[3]!.buffer, records[4]!.buffer);
+  // ...yet the file holds every group intact.
+  await f.sync();
+  const seen: string[] = [];
+  const res = await readWalSegment(fs, "/w/000001.log", (seq, kind, key, value) => {
+    assert.ok(value.every((x) => x === seq), `value bytes of group ${seq}`);
+    seen.push(`${seq}:${kind}:${s(key)}:${value.length}`);
+  });
+  assert.equal(res.tornAt, undefined);
+  assert.deepEqual(seen, sizes.map((n, g) => `${g + 1}:${KIND_PUT}:k${g}:${n}`));
+});
