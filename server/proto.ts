@@ -21,6 +21,7 @@
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
+import { putVarint, varintLength } from "../storage/coding.ts";
 
 /** Path of protos/kvstore.proto (client API). */
 export const KVSTORE_PROTO: string = new URL("../protos/kvstore.proto", import.meta.url).pathname;
@@ -404,24 +405,6 @@ export function decodeDeleteRequest(b: Uint8Array): DeleteRequest {
   return { key, client_id, seq };
 }
 
-function _varintLen(n: number): number {
-  let len = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
-}
-
-function _putVarint(b: Uint8Array, p: number, n: number): number {
-  while (n >= 128) {
-    b[p++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  b[p++] = n;
-  return p;
-}
-
 /**
  * A response buffer (every byte is written): node's pooled `Buffer.allocUnsafe`, several times
  * cheaper than `new Uint8Array(n)` in Deno for the few bytes of a Put or Delete answer.
@@ -442,7 +425,7 @@ function _boolLen(v: boolean | undefined | null): number {
 
 /** Bytes of a uint64 field (when present). */
 function _u64Len(v: number | undefined | null): number {
-  return v === undefined || v === null ? 0 : 1 + _varintLen(_u64(v));
+  return v === undefined || v === null ? 0 : 1 + varintLength(_u64(v));
 }
 
 function _putBool(out: Uint8Array, p: number, tag: number, v: boolean | undefined | null): number {
@@ -455,7 +438,7 @@ function _putBool(out: Uint8Array, p: number, tag: number, v: boolean | undefine
 function _putU64(out: Uint8Array, p: number, tag: number, v: number | undefined | null): number {
   if (v === undefined || v === null) return p;
   out[p] = tag;
-  return _putVarint(out, p + 1, _u64(v));
+  return putVarint(out, p + 1, _u64(v));
 }
 
 /**
@@ -500,11 +483,11 @@ export function encodeDeleteResponse(m: DeleteResponse): Uint8Array {
 export function encodeGetResponse(m: GetResponse): Uint8Array {
   const v = m.value as Uint8Array | undefined | null;
   const vl = v === undefined || v === null ? -1 : v.length;
-  const out = _alloc((vl >= 0 ? 1 + _varintLen(vl) + vl : 0) + _boolLen(m.found));
+  const out = _alloc((vl >= 0 ? 1 + varintLength(vl) + vl : 0) + _boolLen(m.found));
   let p = 0;
   if (vl >= 0) {
     out[p++] = 0x0a;
-    p = _putVarint(out, p, vl);
+    p = putVarint(out, p, vl);
     out.set(v!, p);
     p += vl;
   }

@@ -9,20 +9,9 @@ import {
   kvstorePackage,
   ProtoDecodeError,
 } from "./proto.ts";
+import { mulberry32 as _rng } from "../raft/testing.ts";
 
 const svc = kvstorePackage().KVStore.service;
-
-/** A deterministic PRNG (mulberry32), so failures replay. */
-function _rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function _bytes(r: () => number, max: number): Uint8Array {
   const n = r() < 0.2 ? 0 : Math.floor(r() * max);

@@ -56,47 +56,16 @@ export function buildBloom(hashes: ArrayLike<number>, bitsPerKey: number): Uint8
   bits = bytes * 8;
   const out = new Uint8Array(bytes + 1);
   out[bytes] = k;
-  if (bits >= _INT_BITS_LIMIT) {
-    for (let i = 0; i < hashes.length; i++) _setProbesSlow(out, bits, k, hashes[i]!);
-    return out;
-  }
-  // Probe j of hash h is bit (h + j·delta mod 2^32) mod bits (LevelDB's double hashing). The
-  // positions are stepped in int32 arithmetic: +delta mod bits per probe, and -(2^32 mod bits)
-  // when the u32 sum wraps. Two float modulos per key instead of k.
-  const wrap = _TWO32 % bits;
   for (let i = 0; i < hashes.length; i++) {
     let h = hashes[i]!;
     const delta = ((h >>> 17) | (h << 15)) >>> 0;
-    const step = delta % bits;
-    let pos = h % bits;
-    for (let j = 0;;) {
+    for (let j = 0; j < k; j++) {
+      const pos = h % bits;
       out[pos >> 3]! |= 1 << (pos & 7);
-      if (++j === k) break;
-      h += delta;
-      pos += step;
-      if (h >= _TWO32) {
-        h -= _TWO32;
-        pos -= wrap;
-        if (pos < 0) pos += bits;
-      }
-      if (pos >= bits) pos -= bits;
+      h = (h + delta) >>> 0;
     }
   }
   return out;
-}
-
-const _TWO32 = 0x100000000;
-/** Filters this large step positions in float arithmetic (positions must stay below 2^30). */
-const _INT_BITS_LIMIT = 1 << 30;
-
-/** The k probes of `h` the plain way (a modulo each); for huge filters only. */
-function _setProbesSlow(out: Uint8Array, bits: number, k: number, h: number): void {
-  const delta = ((h >>> 17) | (h << 15)) >>> 0;
-  for (let j = 0; j < k; j++) {
-    const pos = h % bits;
-    out[Math.floor(pos / 8)]! |= 1 << (pos & 7);
-    h = (h + delta) >>> 0;
-  }
 }
 
 /** False only when the key with hash `h` is certainly not in the set `filter` was built from. */
@@ -107,28 +76,10 @@ export function bloomMayContain(filter: Uint8Array, h: number): boolean {
   const k = filter[len - 1]!;
   if (k > 30) return true; // reserved for future encodings
   const delta = ((h >>> 17) | (h << 15)) >>> 0;
-  if (bits >= _INT_BITS_LIMIT) {
-    for (let j = 0; j < k; j++) {
-      const pos = h % bits;
-      if ((filter[Math.floor(pos / 8)]! & (1 << (pos & 7))) === 0) return false;
-      h = (h + delta) >>> 0;
-    }
-    return true;
-  }
-  // The same probe sequence as buildBloom, stepped the same way.
-  const wrap = _TWO32 % bits;
-  const step = delta % bits;
-  let pos = h % bits;
-  for (let j = 0;;) {
+  for (let j = 0; j < k; j++) {
+    const pos = h % bits;
     if ((filter[pos >> 3]! & (1 << (pos & 7))) === 0) return false;
-    if (++j >= k) return true;
-    h += delta;
-    pos += step;
-    if (h >= _TWO32) {
-      h -= _TWO32;
-      pos -= wrap;
-      if (pos < 0) pos += bits;
-    }
-    if (pos >= bits) pos -= bits;
+    h = (h + delta) >>> 0;
   }
+  return true;
 }
