@@ -6,12 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { KVEngine } from "./mod.ts";
-import { Rng, withTempDir } from "./test_util.ts";
+import { Rng, runWriterUntilKilled, withTempDir } from "./test_util.ts";
 
 const ROUNDS = Number(Deno.env.get("CRASH_ROUNDS") ?? 24);
 const WRITER = new URL("./testdata/crash_writer.ts", import.meta.url).pathname;
-// Read access to storage/ lets the writer run compactions on its worker thread.
-const STORAGE_DIR = new URL(".", import.meta.url).pathname;
 
 Deno.test(`crash test: every acknowledged write survives SIGKILL (${ROUNDS} rounds)`, async () => {
   await withTempDir(async (dir) => {
@@ -23,65 +21,29 @@ Deno.test(`crash test: every acknowledged write survives SIGKILL (${ROUNDS} roun
     let totalAcks = 0;
     for (let round = 0; round < ROUNDS; round++) {
       const killAfter = rng.int(5) === 0 ? rng.int(3) : rng.int(600);
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--no-prompt",
-          `--allow-read=${dir},${STORAGE_DIR}`,
-          `--allow-write=${dir}`,
-          WRITER,
-          dir,
-          String(rng.int(1e9)),
-          String(round),
-        ],
-        stdout: "piped",
-        stderr: "piped",
-        stdin: "null",
-        env: { RUST_BACKTRACE: "0" },
-      }).spawn();
-      const stderr = new Response(child.stderr).text();
       let acks = 0;
-      let killed = false;
-      const kill = () => {
-        if (!killed) {
-          killed = true;
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            // already exited
+      await runWriterUntilKilled(
+        WRITER,
+        dir,
+        [String(rng.int(1e9)), String(round)],
+        killAfter,
+        (op, key) => {
+          if (op === "put") {
+            present.add(key);
+            acks++;
+            return true;
+          } else if (op === "del?") {
+            present.delete(key);
+            unsure.add(key);
+          } else if (op === "del") {
+            unsure.delete(key);
+            absent.add(key);
+            acks++;
+            return true;
           }
-        }
-      };
-      try {
-        if (killAfter === 0) kill();
-        let buf = "";
-        for await (const chunk of child.stdout) {
-          buf += dec.decode(chunk, { stream: true });
-          let nl: number;
-          while ((nl = buf.indexOf("\n")) >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            const [op, key] = line.split(" ");
-            if (op === "put") {
-              present.add(key!);
-              acks++;
-            } else if (op === "del?") {
-              present.delete(key!);
-              unsure.add(key!);
-            } else if (op === "del") {
-              unsure.delete(key!);
-              absent.add(key!);
-              acks++;
-            }
-            if (acks >= killAfter) kill();
-          }
-        }
-      } finally {
-        kill();
-        const status = await child.status;
-        const err = await stderr;
-        assert.equal(status.signal, "SIGKILL", `writer died on its own: ${err}`);
-      }
+          return false;
+        },
+      );
       totalAcks += acks;
       // Reopen and check every acknowledged write so far.
       const db = await KVEngine.open(dir, { log: () => {} });

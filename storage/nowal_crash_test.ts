@@ -7,83 +7,37 @@
  */
 import assert from "node:assert/strict";
 import { KVEngine } from "./mod.ts";
-import { Rng, withTempDir } from "./test_util.ts";
+import { Rng, runWriterUntilKilled, withTempDir } from "./test_util.ts";
 import { taggedPrefix } from "./testdata/tagged_batches.ts";
 
 const ROUNDS = Number(Deno.env.get("CRASH_ROUNDS") ?? 16);
 const WRITER = new URL("./testdata/nowal_writer.ts", import.meta.url).pathname;
-// Read access to storage/ lets the writer run compactions on its worker thread.
-const STORAGE_DIR = new URL(".", import.meta.url).pathname;
 const INFLIGHT = 8;
 
 Deno.test(`crash test without a WAL: a SIGKILL leaves a prefix of the batches, all flushed ones kept (${ROUNDS} rounds)`, async () => {
   await withTempDir(async (dir) => {
     const rng = new Rng(Number(Deno.env.get("CRASH_SEED") ?? 20261129));
-    const dec = new TextDecoder();
     let durable = 0; // batches known durable: a completed flush() or found by a reopen
     let lostUnflushed = 0; // rounds where acknowledged but unflushed batches were gone
     let flushes = 0;
     for (let round = 0; round < ROUNDS; round++) {
       const killAfter = rng.int(5) === 0 ? rng.int(3) : rng.int(3000);
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--no-prompt",
-          `--allow-read=${dir},${STORAGE_DIR}`,
-          `--allow-write=${dir}`,
-          WRITER,
-          dir,
-          String(rng.int(1e9)),
-        ],
-        stdout: "piped",
-        stderr: "piped",
-        stdin: "null",
-        env: { RUST_BACKTRACE: "0" },
-      }).spawn();
-      const stderr = new Response(child.stderr).text();
-      let acks = 0;
       let maxAck = 0;
-      let killed = false;
-      const kill = () => {
-        if (!killed) {
-          killed = true;
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            // already exited
-          }
+      await runWriterUntilKilled(WRITER, dir, [String(rng.int(1e9))], killAfter, (what, arg) => {
+        const i = Number(arg);
+        if (what === "open") {
+          assert.ok(i >= durable, `round ${round}: the writer found ${i} < ${durable} batches`);
+          durable = i;
+          maxAck = i;
+        } else if (what === "ack") {
+          maxAck = Math.max(maxAck, i);
+          return true;
+        } else if (what === "flushed") {
+          durable = Math.max(durable, i);
+          flushes++;
         }
-      };
-      try {
-        if (killAfter === 0) kill();
-        let buf = "";
-        for await (const chunk of child.stdout) {
-          buf += dec.decode(chunk, { stream: true });
-          let nl: number;
-          while ((nl = buf.indexOf("\n")) >= 0) {
-            const [what, arg] = buf.slice(0, nl).split(" ");
-            buf = buf.slice(nl + 1);
-            const i = Number(arg);
-            if (what === "open") {
-              assert.ok(i >= durable, `round ${round}: the writer found ${i} < ${durable} batches`);
-              durable = i;
-              maxAck = i;
-            } else if (what === "ack") {
-              maxAck = Math.max(maxAck, i);
-              acks++;
-            } else if (what === "flushed") {
-              durable = Math.max(durable, i);
-              flushes++;
-            }
-            if (acks >= killAfter) kill();
-          }
-        }
-      } finally {
-        kill();
-        const status = await child.status;
-        const err = await stderr;
-        assert.equal(status.signal, "SIGKILL", `writer died on its own: ${err}`);
-      }
+        return false;
+      });
       const db = await KVEngine.open(dir, { wal: false, log: () => {} });
       try {
         const k = await taggedPrefix(db); // throws on anything but batches 1..k

@@ -1,8 +1,10 @@
 /**
- * Helpers shared by the storage tests: a seeded PRNG, byte helpers and temp directories.
+ * Helpers shared by the storage tests: a seeded PRNG, byte helpers, temp directories and the
+ * crash tests' child-writer harness.
  *
  * @module
  */
+import assert from "node:assert/strict";
 
 /**
  * A small seeded PRNG (mulberry32) so every randomized test can be replayed from its seed.
@@ -66,4 +68,69 @@ export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);
   return out;
+}
+
+/**
+ * Runs the crash-test writer `writer` (a script under storage/testdata/) on `dir` with `args`,
+ * hands each line it prints to `onLine` (which returns true when the line acknowledges a write),
+ * and SIGKILLs it once `killAfter` writes were acknowledged (at once when 0: during open and
+ * recovery). Fails if the writer exited by itself.
+ */
+export async function runWriterUntilKilled(
+  writer: string,
+  dir: string,
+  args: string[],
+  killAfter: number,
+  onLine: (what: string, arg: string) => boolean,
+): Promise<void> {
+  // Read access to storage/ lets the writer run compactions on its worker thread.
+  const storageDir = new URL(".", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      `--allow-read=${dir},${storageDir}`,
+      `--allow-write=${dir}`,
+      writer,
+      dir,
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    env: { RUST_BACKTRACE: "0" },
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const dec = new TextDecoder();
+  let acks = 0;
+  let killed = false;
+  const kill = () => {
+    if (!killed) {
+      killed = true;
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already exited
+      }
+    }
+  };
+  try {
+    if (killAfter === 0) kill();
+    let buf = "";
+    for await (const chunk of child.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const [what, arg] = buf.slice(0, nl).split(" ");
+        buf = buf.slice(nl + 1);
+        if (onLine(what!, arg ?? "")) acks++;
+        if (acks >= killAfter) kill();
+      }
+    }
+  } finally {
+    kill();
+    const status = await child.status;
+    const err = await stderr;
+    assert.equal(status.signal, "SIGKILL", `writer died on its own: ${err}`);
+  }
 }
