@@ -1689,20 +1689,7 @@ export class KVEngine {
     if (this.#closed) throw new ClosedError("closed during flush");
     if (!reply.ok) throw new StorageError("IO", `flush failed: ${reply.message}`);
     this.#workerFlushes++;
-    const out: TableMeta[] = [];
-    for (const o of reply.outputs) {
-      const number = this.#state.nextFile++;
-      await this.#fs.rename(o.path, `${this.#dir}/${_tableName(number)}`);
-      out.push({
-        number,
-        level: 0,
-        size: o.size,
-        entries: o.entries,
-        smallest: o.smallest,
-        largest: o.largest,
-      });
-    }
-    return out;
+    return await this.#installWorkerTables(reply.outputs, 0);
   }
 
   /** Runs a compaction on the worker, flushing memtables here meanwhile; returns outputs. */
@@ -1762,8 +1749,16 @@ export class KVEngine {
       }
       throw new StorageError("IO", `compaction failed: ${reply.message}`);
     }
+    return await this.#installWorkerTables(reply.outputs, level);
+  }
+
+  /** Renames the worker's finished temporary tables to their numbered names, for `level`. */
+  async #installWorkerTables(
+    outputs: Extract<CompactionReply, { ok: true }>["outputs"],
+    level: number,
+  ): Promise<TableMeta[]> {
     const out: TableMeta[] = [];
-    for (const o of reply.outputs) {
+    for (const o of outputs) {
       const number = this.#state.nextFile++;
       await this.#fs.rename(o.path, `${this.#dir}/${_tableName(number)}`);
       out.push({
