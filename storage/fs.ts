@@ -142,8 +142,12 @@ export class DenoFs implements FileSystem {
   /** Implements {@link FileSystem.openRead}. */
   async openRead(path: string): Promise<StorageFile> {
     const file = await Deno.open(path, { read: true });
-    const size = (await file.stat()).size;
-    return new _DenoFile(path, file, size);
+    try {
+      return new _DenoFile(path, file, (await file.stat()).size);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
   }
   /** Implements {@link FileSystem.openReadSync}. */
   openReadSync(path: string): StorageFile {
