@@ -226,3 +226,36 @@ export function fromHex(s: string): Uint8Array {
   }
   return out;
 }
+
+/** Values up to this size are copied into a shared slab by {@link copyOut}. */
+const _SLAB_VALUE_MAX = 1024;
+/** Size of the slabs {@link copyOut} cuts copies from. */
+const _SLAB_BYTES = 16 * 1024;
+let _slab = new Uint8Array(0);
+let _slabPos = 0;
+
+/**
+ * A copy of `src` for the caller to keep (values returned by gets and scans). Copies of 65 B – 1 KiB are cut from a shared 16 KiB
+ * slab (as Node's Buffer pool does) rather than each getting an ArrayBuffer: every ArrayBuffer
+ * carries native bookkeeping several times a 100-byte value's size, freed only when a GC finds
+ * it dead, so a million-entry scan made hundreds of MiB of RSS. Smaller copies live in the V8
+ * heap anyway; larger ones get their own buffer. A kept copy keeps its slab alive.
+ *
+ * @example
+ * ```ts
+ * const v = copyOut(new Uint8Array(100).fill(7));
+ * v.length; // 100 (a view into a shared slab: do not transfer v.buffer)
+ * ```
+ */
+export function copyOut(src: Uint8Array): Uint8Array {
+  const n = src.length;
+  if (n <= 64 || n > _SLAB_VALUE_MAX) return src.slice();
+  if (_slab.length - _slabPos < n) {
+    _slab = new Uint8Array(_SLAB_BYTES);
+    _slabPos = 0;
+  }
+  const out = _slab.subarray(_slabPos, _slabPos + n);
+  out.set(src);
+  _slabPos += (n + 7) & ~7;
+  return out;
+}

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { ByteWriter, compareBytes, equalBytes } from "./coding.ts";
+import { ByteWriter, compareBytes } from "./coding.ts";
 import { type InternalIterator, KIND_DELETE } from "./iterator.ts";
 import { TableBuilder, type TableInfo } from "./sstable.ts";
 
@@ -70,7 +70,9 @@ export async function writeCompacted(it: InternalIterator, options: CompactOptio
   const out = options.out ??
     new ByteWriter(Number.isFinite(splitBytes) ? splitBytes + (256 << 10) : 1 << 20);
   let builder = new TableBuilder(out);
-  let lastKey: Uint8Array | undefined;
+  // A copy of the last user key (input views are valid only until the input moves on).
+  let lastKey = new Uint8Array(64);
+  let lastKeyLen = -1;
   let lastSeqForKey = Number.MAX_SAFE_INTEGER;
   let work = 0;
   const finish = async () => {
@@ -81,9 +83,14 @@ export async function writeCompacted(it: InternalIterator, options: CompactOptio
   };
   for (; it.valid; it.next()) {
     let same = true;
-    if (lastKey === undefined || !equalBytes(lastKey, it.key)) {
+    const key = it.key;
+    let differs = key.length !== lastKeyLen;
+    for (let i = 0; !differs && i < lastKeyLen; i++) differs = key[i] !== lastKey[i];
+    if (differs) {
       if (builder.estimatedSize >= splitBytes) await finish();
-      lastKey = it.key;
+      if (key.length > lastKey.length) lastKey = new Uint8Array(key.length * 2);
+      lastKey.set(key);
+      lastKeyLen = key.length;
       lastSeqForKey = Number.MAX_SAFE_INTEGER;
       same = false;
     }

@@ -151,6 +151,8 @@ export type CompactionReply =
       { path: string; size: number; entries: number; smallest: Uint8Array; largest: Uint8Array }
     >;
     arena?: ArrayBuffer;
+    /** The worker's heap and external memory after the job (bytes), set by the worker loop. */
+    heapBytes?: number;
   }
   | {
     id: number;
@@ -160,6 +162,7 @@ export type CompactionReply =
     file?: string;
     offset?: number;
     arena?: ArrayBuffer;
+    heapBytes?: number;
   };
 
 /** Runs one job (exported for tests; the worker calls it per message). */
@@ -248,6 +251,10 @@ if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !==
   scope.onmessage = (ev) => {
     const req = ev.data;
     const job = req.kind === "flush" ? runFlush(req) : runCompaction(req);
-    job.then((reply) => scope.postMessage(reply, reply.arena ? [reply.arena] : []));
+    job.then((reply) => {
+      const m = Deno.memoryUsage();
+      reply.heapBytes = m.heapTotal + m.external;
+      scope.postMessage(reply, reply.arena ? [reply.arena] : []);
+    });
   };
 }

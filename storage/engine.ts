@@ -14,7 +14,7 @@
  */
 import { setImmediate } from "node:timers";
 import { BlockCache } from "./block_cache.ts";
-import { compareBytes, equalBytes, hasPrefix, prefixEnd } from "./coding.ts";
+import { compareBytes, copyOut, equalBytes, hasPrefix, prefixEnd } from "./coding.ts";
 import {
   ClosedError,
   CorruptionError,
@@ -118,6 +118,12 @@ export interface KVEngineOptions {
   compactionWorker?: boolean;
   /** Compactions with less input than this run in-thread even with a worker (default 0). */
   workerMinBytes?: number;
+  /**
+   * A worker whose heap (plus external memory) exceeds this many bytes after a job is terminated
+   * once no job is outstanding, and the next job starts a fresh one (default 48 MiB): a V8 heap
+   * grows under sustained load and never gives memory back on its own.
+   */
+  workerRecycleBytes?: number;
   /** File system (default: the real one). Tests pass a {@link MemFs}. */
   fs?: FileSystem;
   /** Where recovery notes go (torn WAL tails…); default `console.warn`. */
@@ -180,6 +186,8 @@ function _yieldToEventLoop(): Promise<void> {
 function _delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+/** A worker without a job for this long is terminated (ms). */
+const _WORKER_IDLE_MS = 1000;
 /** While background work runs, the commit loop yields to the event loop this often (ms). */
 const _WRITER_YIELD_MS = 1;
 const _MAX_SEQ = Number.MAX_SAFE_INTEGER;
@@ -367,6 +375,8 @@ export class KVEngine {
    * worker until a full GC there).
    */
   #spareArena: ArrayBuffer | undefined;
+  /** The arena of the last flushed memtable, when nothing reads it: the next memtable's. */
+  #spareMemArena: ArrayBuffer | undefined;
 
   #queue: Array<_Pending | _Exclusive> = [];
   #committing = false;
@@ -398,6 +408,13 @@ export class KVEngine {
   #workerJobs = 0;
   /** Memtable flushes done on the worker. */
   #workerFlushes = 0;
+  /** Reads so far (every so many, {@link KVEngine.#reapIdleWorker} runs). */
+  #reads = 0;
+  /** `performance.now()` when the worker last had a job outstanding. */
+  #workerBusyAt = 0;
+  /** Workers terminated for outgrowing {@link KVEngineOptions.workerRecycleBytes}. */
+  #workerRestarts = 0;
+  readonly #workerRecycleBytes: number;
   /** Worker jobs awaiting their reply, by job id. */
   #workerPending = new Map<
     number,
@@ -438,6 +455,7 @@ export class KVEngine {
     this.#log = options.log ?? ((m) => console.warn(`concordkv storage: ${m}`));
     this.#cache = new BlockCache(options.blockCacheBytes ?? 8 * 1024 * 1024, recycleBlock);
     this.#workerMinBytes = options.workerMinBytes ?? 0;
+    this.#workerRecycleBytes = options.workerRecycleBytes ?? 48 * 1024 * 1024;
     const wantWorker = options.compactionWorker ?? options.fs === undefined;
     this.#useWorker = wantWorker && _workerAllowed();
     if (wantWorker && !this.#useWorker) {
@@ -1044,7 +1062,9 @@ export class KVEngine {
   /** Makes the memtable immutable (`#imm` must be null) and starts its level-0 flush. */
   #seal(number: number): void {
     this.#imm = this.#mem;
-    this.#mem = new MemTable(number, this.#memOptions);
+    const arena = this.#spareMemArena;
+    this.#spareMemArena = undefined;
+    this.#mem = new MemTable(number, arena ? { arena } : this.#memOptions);
     this.#sealedSeq = this.#lastSeq;
     this.#onImm?.();
     this.#maybeScheduleBg();
@@ -1131,6 +1151,7 @@ export class KVEngine {
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     try {
       this.#checkOpen();
+      if ((++this.#reads & 1023) === 0) this.#reapIdleWorker();
       return Promise.resolve(this._getIn(this.#currentView(), key));
     } catch (e) {
       return Promise.reject(e);
@@ -1140,6 +1161,7 @@ export class KVEngine {
   /** Synchronous {@link KVEngine.get}. */
   getSync(key: Uint8Array): Uint8Array | undefined {
     this.#checkOpen();
+    if ((++this.#reads & 1023) === 0) this.#reapIdleWorker();
     return this._getIn(this.#currentView(), key);
   }
 
@@ -1157,7 +1179,7 @@ export class KVEngine {
     const seq = view.seq;
     let e = view.mem.get(key, seq);
     if (e === undefined && view.imm !== null) e = view.imm.get(key, seq);
-    if (e !== undefined) return e.kind === KIND_PUT ? _copyOut(e.value) : undefined;
+    if (e !== undefined) return e.kind === KIND_PUT ? copyOut(e.value) : undefined;
     const levels = view.version.levels;
     const hash = bloomHash(key);
     const l0 = levels[0]!;
@@ -1211,6 +1233,7 @@ export class KVEngine {
    */
   scan(options: ScanOptions = {}): AsyncIterable<KeyValue> {
     this.#checkOpen();
+    if ((++this.#reads & 63) === 0) this.#reapIdleWorker();
     return {
       [Symbol.asyncIterator]: () => this.#scanIterator(options, undefined, () => !this.#closed),
     };
@@ -1406,6 +1429,22 @@ export class KVEngine {
   }
 
   /**
+   * Terminates the worker when it has had no job for a second. The idle timer does the same,
+   * but a caller that issues reads back to back (each resolves at once, in a microtask) starves
+   * timers, so reads check too; a worker kept through a long read phase holds tens of MiB.
+   */
+  #reapIdleWorker(): void {
+    if (
+      this.#worker === undefined || this.#workerPending.size > 0 ||
+      performance.now() - this.#workerBusyAt < _WORKER_IDLE_MS
+    ) return;
+    clearTimeout(this.#workerIdle);
+    this.#workerIdle = undefined;
+    this.#worker.terminate();
+    this.#worker = undefined;
+  }
+
+  /**
    * Terminates the worker after it has been idle for a second: an idle worker would keep the
    * process alive, but starting one per compaction costs a module load and a cold JIT.
    */
@@ -1417,7 +1456,7 @@ export class KVEngine {
       if (this.#bg !== undefined || this.#workerPending.size > 0) return;
       this.#worker?.terminate();
       this.#worker = undefined;
-    }, 1000);
+    }, _WORKER_IDLE_MS);
   }
 
   async #bgLoop(): Promise<void> {
@@ -1468,6 +1507,12 @@ export class KVEngine {
     }
     await this.#logAndApply({ add, logNumber: this.#mem.logNumber });
     this.#imm = null;
+    // With no scan or snapshot open, nothing can read the flushed memtable any more (gets copy
+    // what they return): the next memtable reuses its arena instead of allocating 4 MiB, while
+    // the dead one would wait for a full GC.
+    if (this.#snapshots.size === 0 && imm.arenaBytes < 2 * this.#memOptions.arenaBytes!) {
+      this.#spareMemArena = imm.releaseArena();
+    }
     const old = this.#oldWals;
     this.#oldWals = [];
     for (const f of old) {
@@ -1647,28 +1692,44 @@ export class KVEngine {
   #workerCall(req: WorkerRequest, transfer: Transferable[] = []): Promise<CompactionReply> {
     clearTimeout(this.#workerIdle);
     this.#workerIdle = undefined;
-    let worker = this.#worker;
-    if (worker === undefined) {
-      worker = this.#worker = new Worker(_WORKER_URL.href, { type: "module" });
-      const pending = this.#workerPending;
-      worker.onmessage = (ev: MessageEvent<CompactionReply>) => {
-        const job = pending.get(ev.data.id);
-        pending.delete(ev.data.id);
-        job?.resolve(ev.data);
-      };
-      worker.onerror = (ev) => {
-        ev.preventDefault();
-        const e = new StorageError("IO", `compaction worker failed: ${ev.message}`);
-        const jobs = [...pending.values()];
-        pending.clear();
-        for (const job of jobs) job.reject(e);
-      };
-    }
-    const w = worker;
+    this.#workerBusyAt = performance.now();
+    const w = this.#worker ??= this.#startWorker();
     return new Promise<CompactionReply>((resolve, reject) => {
       this.#workerPending.set(req.id, { resolve, reject });
       w.postMessage(req, transfer);
     });
+  }
+
+  /** Starts a worker whose replies settle the jobs in `#workerPending`. */
+  #startWorker(): Worker {
+    const worker = new Worker(_WORKER_URL.href, { type: "module" });
+    const pending = this.#workerPending;
+    worker.onmessage = (ev: MessageEvent<CompactionReply>) => {
+      const job = pending.get(ev.data.id);
+      pending.delete(ev.data.id);
+      this.#workerBusyAt = performance.now();
+      // A V8 heap grows under sustained load (its young generation grows and never shrinks, its
+      // garbage is collected lazily) and gives nothing back: a worker that has outgrown the
+      // limit is replaced between jobs, which frees all of it. The new one starts now, so that
+      // its start-up overlaps this thread's work instead of delaying the next job.
+      if (
+        pending.size === 0 && this.#worker === worker &&
+        (ev.data.heapBytes ?? 0) > this.#workerRecycleBytes
+      ) {
+        worker.terminate();
+        this.#worker = this.#closing === undefined ? this.#startWorker() : undefined;
+        this.#workerRestarts++;
+      }
+      job?.resolve(ev.data);
+    };
+    worker.onerror = (ev) => {
+      ev.preventDefault();
+      const e = new StorageError("IO", `compaction worker failed: ${ev.message}`);
+      const jobs = [...pending.values()];
+      pending.clear();
+      for (const job of jobs) job.reject(e);
+    };
+    return worker;
   }
 
   /**
@@ -1801,9 +1862,12 @@ export class KVEngine {
           const del: Array<[number, number]> = [];
           for (const t of all) del.push([l, t.number]);
           for (const t of next) del.push([l + 1, t.number]);
+          // One pass over each input, read in chunks, uncached (as the worker's compactions).
           const children: InternalIterator[] = [];
-          for (const t of [...all].reverse()) children.push(t.table.iterator());
-          for (const t of next) children.push(t.table.iterator());
+          if (l === 0) {
+            for (const t of [...all].reverse()) children.push(t.table.sequentialIterator());
+          } else children.push(_sequentialLevel(all));
+          if (next.length > 0) children.push(_sequentialLevel(next));
           const it = new MergingIterator(children);
           it.seekToFirst();
           const add = await this.#writeTables(it, l + 1, {
@@ -1831,6 +1895,8 @@ export class KVEngine {
     cacheMisses: number;
     workerCompactions: number;
     workerFlushes: number;
+    workerRestarts: number;
+    workerRunning: boolean;
     slowdowns: number;
   } {
     return {
@@ -1844,6 +1910,8 @@ export class KVEngine {
       cacheMisses: this.#cache.misses,
       workerCompactions: this.#workerJobs,
       workerFlushes: this.#workerFlushes,
+      workerRestarts: this.#workerRestarts,
+      workerRunning: this.#worker !== undefined,
       slowdowns: this.#slowdowns,
     };
   }
@@ -1913,31 +1981,14 @@ export class KVEngine {
   }
 }
 
-/** Values up to this size are copied out of memtables and scans into a shared slab. */
-const _SLAB_VALUE_MAX = 1024;
-/** Size of the slabs {@link _copyOut} cuts copies from. */
-const _SLAB_BYTES = 16 * 1024;
-let _slab = new Uint8Array(0);
-let _slabPos = 0;
-
-/**
- * A copy of `src` for the caller to keep. Copies of 65 B – 1 KiB are cut from a shared 16 KiB
- * slab (as Node's Buffer pool does) rather than each getting an ArrayBuffer: every ArrayBuffer
- * carries native bookkeeping several times a 100-byte value's size, freed only when a GC finds
- * it dead, so a million-entry scan made hundreds of MiB of RSS. Smaller copies live in the V8
- * heap anyway; larger ones get their own buffer. A kept copy keeps its slab alive.
- */
-function _copyOut(src: Uint8Array): Uint8Array {
-  const n = src.length;
-  if (n <= 64 || n > _SLAB_VALUE_MAX) return src.slice();
-  if (_slab.length - _slabPos < n) {
-    _slab = new Uint8Array(_SLAB_BYTES);
-    _slabPos = 0;
-  }
-  const out = _slab.subarray(_slabPos, _slabPos + n);
-  out.set(src);
-  _slabPos += (n + 7) & ~7;
-  return out;
+/** One pass over the sorted, disjoint tables `ts` of a level ≥ 1 (chunked, uncached reads). */
+function _sequentialLevel(ts: _LiveTable[]): InternalIterator {
+  return new LevelIterator(
+    ts.map((t) => t.table),
+    ts.map((t) => t.smallest),
+    ts.map((t) => t.largest),
+    true,
+  );
 }
 
 /** Applies snapshot visibility, tombstones, bounds and limit over an internal iterator. */
@@ -1962,7 +2013,7 @@ function* _userScan(it: InternalIterator, seq: number, options: ScanOptions): Ge
       last = k;
       if (it.kind === KIND_PUT) {
         if (prefix === undefined || hasPrefix(k, prefix)) {
-          yield { key: k.slice(), value: _copyOut(it.value) };
+          yield { key: k.slice(), value: copyOut(it.value) };
           if (limit !== undefined && ++n >= limit) return;
         }
       }

@@ -173,3 +173,72 @@ Deno.test("a flush from a reused, larger arena buffer writes only the new memtab
     assert.notEqual(big.copyArenaInto(tiny), tiny);
   });
 });
+
+/** Writes 40 batches of 100 random puts (keys of 3000) and returns what the store must hold. */
+async function writeSome(db: KVEngine, seed: number, model = new Map<string, string>()) {
+  const rng = new Rng(seed);
+  for (let i = 0; i < 40; i++) {
+    const batch = [];
+    for (let j = 0; j < 100; j++) {
+      const k = `key${rng.int(3000).toString().padStart(5, "0")}`;
+      const v = `v${seed}-${i}-${j}-${"x".repeat(rng.int(200))}`;
+      batch.push({ type: "put" as const, key: b(k), value: b(v) });
+      model.set(k, v);
+    }
+    await db.write(batch);
+  }
+  return model;
+}
+
+Deno.test("a worker past workerRecycleBytes is replaced between jobs and no write is lost", async () => {
+  await withTempDir(async (dir) => {
+    // Any heap is past 1 byte: every reply with no other job outstanding replaces the worker.
+    const opts = {
+      memtableBytes: 64 * 1024,
+      sync: "none" as const,
+      log: () => {},
+      workerRecycleBytes: 1,
+    };
+    const db = await KVEngine.open(dir, opts);
+    const model = await writeSome(db, 23);
+    await db.compact();
+    for (const [k, v] of model) assert.equal(s(await db.get(b(k))), v);
+    await db.close();
+    const stats = db.stats();
+    assert.ok(stats.workerRestarts >= 2, `worker never replaced: ${JSON.stringify(stats)}`);
+    assert.ok(stats.workerFlushes + stats.workerCompactions > stats.workerRestarts);
+    const again = await KVEngine.open(dir, opts);
+    try {
+      const all = await collect(again.scan());
+      assert.equal(all.length, model.size);
+      for (const { key, value } of all) assert.equal(s(value), model.get(s(key)!));
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test("reads terminate a worker idle for a second even when timers cannot run; the next job starts one", async () => {
+  await withTempDir(async (dir) => {
+    const opts = { memtableBytes: 64 * 1024, sync: "none" as const, log: () => {} };
+    const db = await KVEngine.open(dir, opts);
+    try {
+      const model = await writeSome(db, 29);
+      await db.compact();
+      assert.equal(db.stats().workerRunning, true);
+      // Back-to-back synchronous reads for over a second: the idle timer cannot fire, the
+      // read path's check must.
+      const keys = [...model.keys()].map(b);
+      const t0 = performance.now();
+      for (let i = 0; performance.now() - t0 < 1200; i++) db.getSync(keys[i % keys.length]!);
+      assert.equal(db.stats().workerRunning, false);
+      const flushes = db.stats().workerFlushes;
+      await writeSome(db, 31, model);
+      await db.flush();
+      assert.ok(db.stats().workerFlushes > flushes, "no flush ran on a new worker");
+      for (const [k, v] of model) assert.equal(s(await db.get(b(k))), v);
+    } finally {
+      await db.close();
+    }
+  });
+});

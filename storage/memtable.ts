@@ -56,6 +56,11 @@ export interface MemTableOptions {
    * flush threshold, so a table normally never grows (growing copies the arena).
    */
   arenaBytes?: number;
+  /**
+   * An arena to reuse (from {@link MemTable.releaseArena} of a table nobody reads any more)
+   * instead of allocating one; `arenaBytes` is then ignored.
+   */
+  arena?: ArrayBuffer;
 }
 
 /**
@@ -97,10 +102,14 @@ export class MemTable {
     this.logNumber = logNumber;
     const want = _align8(options.arenaBytes ?? _DEFAULT_ARENA);
     const size = Math.min(_MAX_ARENA, Math.max(_align8(_HEAD_BYTES) + 64, want));
-    this.#buf = new ArrayBuffer(size);
+    const reuse = options.arena !== undefined &&
+      options.arena.byteLength >= _align8(_HEAD_BYTES) + 64;
+    this.#buf = reuse ? options.arena! : new ArrayBuffer(size);
     this.#u8 = new Uint8Array(this.#buf);
     this.#i32 = new Int32Array(this.#buf);
     this.#f64 = new Float64Array(this.#buf);
+    // Only the head node must start zeroed (no links); every node is written whole when added.
+    if (reuse) this.#u8.fill(0, 0, _align8(_HEAD_BYTES));
     this.#i32[_HEAD + 2] = _MAX_HEIGHT << 8;
     this.#pos = _align8(_HEAD_BYTES);
   }
@@ -148,6 +157,22 @@ export class MemTable {
     if (spare === undefined || spare.byteLength < this.#pos) return this.copyArena();
     new Uint8Array(spare, 0, this.#pos).set(new Uint8Array(this.#buf, 0, this.#pos));
     return spare;
+  }
+
+  /**
+   * Gives up the arena, for a new table to reuse: the caller guarantees nothing reads this
+   * table any more (no iterator, no value view). The table is left empty and read-only.
+   */
+  releaseArena(): ArrayBuffer {
+    const buf = this.#buf;
+    this.#setArena(new ArrayBuffer(_align8(_HEAD_BYTES)));
+    this.#i32[_HEAD + 2] = _MAX_HEIGHT << 8;
+    this.#pos = _align8(_HEAD_BYTES);
+    this.#height = 1;
+    this.#readOnly = true;
+    this.bytes = 0;
+    this.count = 0;
+    return buf;
   }
 
   /** Size of the arena in bytes (allocated, used or not). */

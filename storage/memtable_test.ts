@@ -267,3 +267,40 @@ Deno.test("memtable arena copies read back through fromArena, which refuses writ
   assert.deepEqual(r.get(key, seq)?.value, m.get(key, seq)?.value);
   assert.throws(() => r.add(b("x"), 999, KIND_PUT, b("y")), TypeError);
 });
+
+Deno.test("a memtable on a released arena holds only its own entries; the released table is empty", () => {
+  const rng = new Rng(11);
+  const old = new MemTable(0, { arenaBytes: 64 * 1024 });
+  // Tall towers in the old table: the new head must not keep any of their links.
+  for (let seq = 1; seq <= 2000; seq++) old.add(b(`old${rng.int(100000)}`), seq, KIND_PUT, b("o"));
+  const arenaBytes = old.arenaBytes;
+  const arena = old.releaseArena();
+  assert.equal(arena.byteLength, arenaBytes);
+  assert.equal(old.count, 0);
+  const it0 = old.iterator();
+  it0.seekToFirst();
+  assert.equal(it0.valid, false);
+  assert.throws(() => old.add(b("x"), 1, KIND_PUT, b("x")));
+
+  const m = new MemTable(1, { arena });
+  assert.equal(m.arenaBytes, arenaBytes);
+  const want = new Map<string, string>();
+  for (let seq = 1; seq <= 300; seq++) {
+    const k = `new${rng.int(1000)}`;
+    m.add(b(k), seq, KIND_PUT, b(`v${seq}`));
+    want.set(k, `v${seq}`);
+  }
+  const it = m.iterator();
+  const seen: string[] = [];
+  for (it.seekToFirst(); it.valid; it.next()) seen.push(s(it.key)!);
+  assert.equal(seen.length, 300);
+  assert.ok(seen.every((k) => k.startsWith("new")), "an old entry is still linked");
+  for (const [k, v] of want) assert.equal(s(m.get(b(k), 1000)?.value), v);
+  assert.equal(m.get(b("old1"), 1000), undefined);
+  // The worker's copy sees the same (its height comes from the head's links).
+  const copy = MemTable.fromArena(m.copyArena());
+  const ci = copy.iterator();
+  let n = 0;
+  for (ci.seekToFirst(); ci.valid; ci.next()) n++;
+  assert.equal(n, 300);
+});

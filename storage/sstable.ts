@@ -19,7 +19,15 @@
 import { recordCrc } from "./record.ts";
 import { BlockCache } from "./block_cache.ts";
 import { bloomHash, bloomMayContain, buildBloom } from "./bloom.ts";
-import { ByteReader, ByteWriter, compareBytes, getU32, putVarint, setU32 } from "./coding.ts";
+import {
+  ByteReader,
+  ByteWriter,
+  compareBytes,
+  copyOut,
+  getU32,
+  putVarint,
+  setU32,
+} from "./coding.ts";
 import { CorruptionError } from "./errors.ts";
 import type { FileSystem, StorageFile } from "./fs.ts";
 import { type InternalIterator, KIND_DELETE, KIND_PUT } from "./iterator.ts";
@@ -45,49 +53,73 @@ const _CRC_DATA = 0x44;
 const _CRC_INDEX = 0x49;
 const _CRC_BLOOM = 0x42;
 
-/** Buffers of evicted, unpinned blocks, reused for the next block reads (fewer allocations). */
-const _blockPool: ArrayBuffer[] = [];
+/**
+ * Evicted, unpinned blocks, reused whole (buffer and objects) for the next block reads: a block
+ * read then allocates nothing that outlives it. Allocating per read, the blocks that sat in the
+ * cache across a scavenge were promoted and died in old space, which grew by tens of MiB per
+ * million point reads before a full GC (and V8 keeps the freed pages).
+ */
+const _blockPool: Block[] = [];
+/** Buffer size of pooled blocks (a 4 KiB block plus its longest last entry, and the crc). */
+const _POOLED_BYTES = 4608;
 
 /**
- * Returns an evicted block's buffer to the pool, unless an iterator may still hold views into
- * it (`pinned`). Pass as the block cache's `onEvict`.
+ * Returns an evicted block to the pool, unless an iterator may still hold views into it
+ * (`pinned`) or it does not own its buffer. Pass as the block cache's `onEvict`.
  */
 export function recycleBlock(block: Block): void {
-  if (!block.pinned && block.data.byteOffset === 0 && _blockPool.length < 256) {
-    _blockPool.push(block.data.buffer as ArrayBuffer);
-  }
+  if (!block.pinned && block.pooled && _blockPool.length < 256) _blockPool.push(block);
 }
 
 /** A parsed data block. Entries: `varint klen | varint vlen | kind u8 | seq u64 | key | value`. */
 export class Block {
   /** Entry count. */
-  readonly count: number;
+  count = 0;
   /**
    * True once anything but a point lookup (an iterator) used the block: its bytes may then be
    * referenced after eviction, so its buffer is never recycled.
    */
   pinned = true;
-  readonly #offsets: number;
-  /** Creates a view over `data` (the block without its crc). */
-  constructor(readonly data: Uint8Array) {
-    if (data.length < 4) throw new RangeError("block too small");
-    this.count = getU32(data, data.length - 4);
-    this.#offsets = data.length - 4 - 4 * this.count;
+  /** True when the block owns its buffer (from the pool): it may be recycled. */
+  pooled = false;
+  /** The block's bytes start at 0; `#size` of them are the block (no crc). */
+  #d: Uint8Array;
+  #size = 0;
+  #offsets = 0;
+  /** Creates a view over the first `size` bytes of `data` (the block without its crc). */
+  constructor(data: Uint8Array, size = data.length) {
+    this.#d = data;
+    this.reset(size);
+  }
+  /** Re-parses the block after its buffer was refilled with a block of `size` bytes. */
+  reset(size: number): void {
+    if (size < 4 || size > this.#d.length) throw new RangeError("block too small");
+    this.#size = size;
+    this.count = getU32(this.#d, size - 4);
+    this.#offsets = size - 4 - 4 * this.count;
     if (this.#offsets < 0) throw new RangeError("bad block entry count");
+  }
+  /** The block's bytes (a new view). */
+  get data(): Uint8Array {
+    return this.#d.subarray(0, this.#size);
+  }
+  /** The whole buffer the block lives in (may extend past the block). */
+  get buffer(): Uint8Array {
+    return this.#d;
   }
   /** Bytes held (for the cache). */
   get byteLength(): number {
-    return this.data.length;
+    return this.#size;
   }
   /** Offset of entry `i`. */
   offset(i: number): number {
-    return getU32(this.data, this.#offsets + 4 * i);
+    return getU32(this.#d, this.#offsets + 4 * i);
   }
   /**
    * Compares entry `i` with (`key`, `seq`) in internal order without allocating.
    */
   compareAt(i: number, key: Uint8Array, seq: number): number {
-    const d = this.data;
+    const d = this.#d;
     let p = this.offset(i);
     let klen = 0;
     let mul = 1;
@@ -122,7 +154,7 @@ export class Block {
   }
   /** Decodes entry `i` into `out`. */
   decode(i: number, out: { key: Uint8Array; seq: number; kind: number; value: Uint8Array }): void {
-    const d = this.data;
+    const d = this.#d;
     let p = this.offset(i);
     // One-byte varints (lengths below 128) are the common case.
     let klen = d[p++]!;
@@ -155,6 +187,20 @@ export class Block {
     out.key = d.subarray(p, p + klen);
     out.value = d.subarray(p + klen, p + klen + vlen);
   }
+}
+
+/**
+ * Bloom-hash buffers of finished table builders, reused by the next ones: a builder's hashes
+ * live as long as its table is built (across scavenges), so a fresh growing array per table was
+ * promoted and died in old space (about as much garbage as the rest of a compaction).
+ */
+const _hashPool: Uint32Array[] = [];
+const _NO_HASHES = new Uint32Array(0);
+
+/** A reusable read buffer of {@link Table.readBlocks}. */
+export interface ChunkBuffer {
+  /** The buffer (replaced by a larger one when a read does not fit). */
+  buf: Uint8Array;
 }
 
 /** The in-memory index of a table: last internal key and location of each data block. */
@@ -196,7 +242,9 @@ export class TableBuilder {
   /** Offsets of the current block's entries, from the block start. */
   #blockOffsets: number[] = [];
   #index = new ByteWriter(4096);
-  #hashes: number[] = [];
+  /** Bloom hashes of the distinct keys (the first `#nHashes`); from {@link _hashPool}. */
+  #hashes: Uint32Array = _hashPool.pop() ?? new Uint32Array(16384);
+  #nHashes = 0;
   /** Position of the last key in `#out` (its bytes stay put until the next table). */
   #lastKeyAt = 0;
   #lastKeyLen = 0;
@@ -219,7 +267,7 @@ export class TableBuilder {
   }
   /** Approximate file size so far. */
   get estimatedSize(): number {
-    return this.#out.length + this.#index.length + this.#hashes.length * 2 +
+    return this.#out.length + this.#index.length + this.#nHashes * 2 +
       this.#blockOffsets.length * 4;
   }
   /** The last user key added (a view, valid until the builder's buffer is reused). */
@@ -246,7 +294,14 @@ export class TableBuilder {
     const klen = key.length;
     const vlen = value.length;
     const same = this.#entries > 0 && (sameUserKey ?? this.#isLastKey(key));
-    if (!same) this.#hashes.push(bloomHash(key));
+    if (!same) {
+      if (this.#nHashes === this.#hashes.length) {
+        const grown = new Uint32Array(Math.max(16384, this.#hashes.length * 2));
+        grown.set(this.#hashes);
+        this.#hashes = grown;
+      }
+      this.#hashes[this.#nHashes++] = bloomHash(key);
+    }
     const o = this.#out;
     o.reserve(klen + vlen + 29);
     const buf = o.buf;
@@ -309,7 +364,10 @@ export class TableBuilder {
     out.bytes(index);
     out.u32(recordCrc(_CRC_INDEX, index));
     const bloomOffset = out.length;
-    const bloom = buildBloom(this.#hashes, BLOOM_BITS_PER_KEY);
+    const bloom = buildBloom(this.#hashes.subarray(0, this.#nHashes), BLOOM_BITS_PER_KEY);
+    if (_hashPool.length < 2) _hashPool.push(this.#hashes);
+    this.#hashes = _NO_HASHES;
+    this.#nHashes = 0;
     out.bytes(bloom);
     out.u32(recordCrc(_CRC_BLOOM, bloom));
     const footer = new Uint8Array(FOOTER_SIZE);
@@ -342,7 +400,7 @@ export class TableBuilder {
 export interface Found {
   /** {@link KIND_PUT} or {@link KIND_DELETE}. */
   kind: number;
-  /** The value (a copy); empty for tombstones. */
+  /** The value (a copy, possibly a view into a shared slab: see `copyOut`); empty for tombstones. */
   value: Uint8Array;
   /** The entry's sequence number. */
   seq: number;
@@ -483,7 +541,11 @@ export class Table {
     return this.#index.keys.length;
   }
 
-  /** Reads (or finds in the cache) data block `i`. */
+  /**
+   * Reads (or finds in the cache) data block `i`. `pin` (an iterator): the block may be
+   * referenced after the call; a block read for it is not cached. Without `pin` (a point lookup,
+   * whose caller keeps nothing of it), a block read is cached and recycled once evicted.
+   */
   block(i: number, pin = true): Block {
     const cacheKey = this.number * 0x1000000 + i;
     const cached = this.#cache.get(cacheKey);
@@ -492,22 +554,33 @@ export class Table {
       return cached;
     }
     const offset = this.#index.offsets[i]!;
-    const data = _readChecked(
-      this.#file,
-      offset,
-      this.#index.sizes[i]!,
-      _CRC_DATA,
-      "data block",
-      true,
-    );
-    let block: Block;
-    try {
-      block = new Block(data);
-    } catch {
-      throw new CorruptionError("bad data block", { file: this.#file.path, offset });
+    const size = this.#index.sizes[i]!;
+    // A point lookup reuses a pooled block; an iterator's block may be referenced after the
+    // iterator moves on (it is never recycled): it gets a buffer of its own.
+    let block = pin ? undefined : _blockPool.pop();
+    if (block !== undefined && block.buffer.length >= size + 4) {
+      _readChecked(this.#file, offset, size, _CRC_DATA, "data block", block.buffer);
+      try {
+        block.reset(size);
+      } catch {
+        throw new CorruptionError("bad data block", { file: this.#file.path, offset });
+      }
+    } else {
+      const buf = new Uint8Array(pin ? size + 4 : Math.max(size + 4, _POOLED_BYTES));
+      _readChecked(this.#file, offset, size, _CRC_DATA, "data block", buf);
+      try {
+        block = new Block(buf, size);
+      } catch {
+        throw new CorruptionError("bad data block", { file: this.#file.path, offset });
+      }
+      block.pooled = !pin;
     }
     block.pinned = pin;
-    this.#cache.set(cacheKey, block);
+    // Iterators read through the cache but do not fill it (LevelDB's `fill_cache = false` for
+    // scans): a scan reads each block once, and caching its blocks would evict the point
+    // lookups' blocks and keep each scanned block's buffer alive (it cannot be recycled) until
+    // evicted, long enough to be promoted; old space then grew by ~100 MiB per full scan.
+    if (!pin) this.#cache.set(cacheKey, block);
     return block;
   }
 
@@ -515,9 +588,10 @@ export class Table {
    * Reads consecutive data blocks from `first` in one positional read: as many whole blocks as
    * fit in `maxBytes` (at least one). Each is checked; none enters the block cache. A block that
    * fails its checks ends the run before it, or, when it is `first`, throws the error
-   * {@link Table.block} would.
+   * {@link Table.block} would. With `chunk`, the read goes into `chunk.buf` (replaced by a
+   * larger buffer when too small), overwriting the blocks an earlier read returned.
    */
-  readBlocks(first: number, maxBytes: number): Block[] {
+  readBlocks(first: number, maxBytes: number, chunk?: ChunkBuffer): Block[] {
     const { offsets, sizes } = this.#index;
     const start = offsets[first]!;
     let last = first;
@@ -529,7 +603,14 @@ export class Table {
       last++;
       end += sizes[last]! + 4;
     }
-    const buf = new Uint8Array(end - start);
+    let buf: Uint8Array;
+    if (chunk === undefined) buf = new Uint8Array(end - start);
+    else {
+      if (chunk.buf.length < end - start) {
+        chunk.buf = new Uint8Array(Math.max(end - start, maxBytes));
+      }
+      buf = chunk.buf.subarray(0, end - start);
+    }
     const n = this.#file.readAt(buf, start);
     const out: Block[] = [];
     for (let j = first; j <= last; j++) {
@@ -596,8 +677,12 @@ export class Table {
         offset: this.#index.offsets[bi]!,
       });
     }
-    if (compareBytes(e.key, key) !== 0) return undefined;
-    return { kind: e.kind, value: e.kind === KIND_PUT ? e.value.slice() : _EMPTY, seq: e.seq };
+    const found = compareBytes(e.key, key) === 0
+      ? { kind: e.kind, value: e.kind === KIND_PUT ? copyOut(e.value) : _EMPTY, seq: e.seq }
+      : undefined;
+    // Views kept in the long-lived scratch would outlive this call (and be promoted).
+    e.key = e.value = _EMPTY;
+    return found;
   }
 
   /** An iterator over every entry. */
@@ -608,10 +693,17 @@ export class Table {
   /**
    * An iterator for one pass in order (a compaction): it reads up to `chunkBytes` of
    * consecutive blocks per read (one system call instead of one per 4 KiB block) and bypasses
-   * the block cache, as LevelDB's compactions do (`fill_cache = false`).
+   * the block cache, as LevelDB's compactions do (`fill_cache = false`). Every read goes into
+   * one buffer, `chunk` (a {@link LevelIterator} hands its own to each table's iterator), so a
+   * compaction allocates a read buffer per input, not per 256 KiB read: the current entry's
+   * views are valid until the next move (consumers copy what they keep, as `writeCompacted`
+   * does with the last key).
    */
-  sequentialIterator(chunkBytes: number = SEQUENTIAL_READ_BYTES): InternalIterator {
-    return new _SequentialIterator(this, chunkBytes);
+  sequentialIterator(
+    chunkBytes: number = SEQUENTIAL_READ_BYTES,
+    chunk: ChunkBuffer = { buf: _EMPTY },
+  ): InternalIterator {
+    return new _SequentialIterator(this, chunkBytes, chunk);
   }
 
   /** Path of the file. */
@@ -626,19 +718,19 @@ export class Table {
   }
 }
 
+/**
+ * Reads `size` bytes at `offset` and their crc, checks them, and returns the bytes: read into
+ * the start of `into` when given (which must hold `size + 4` bytes), else into a new buffer.
+ */
 function _readChecked(
   file: StorageFile,
   offset: number,
   size: number,
   domain: number,
   what: string,
-  pooled = false,
+  into?: Uint8Array,
 ): Uint8Array {
-  let buf: Uint8Array;
-  const spare = pooled ? _blockPool.pop() : undefined;
-  if (spare !== undefined && spare.byteLength >= size + 4) buf = new Uint8Array(spare, 0, size + 4);
-  else if (pooled) buf = new Uint8Array(new ArrayBuffer(Math.max(size + 4, 4608)), 0, size + 4);
-  else buf = new Uint8Array(size + 4);
+  const buf = into === undefined ? new Uint8Array(size + 4) : into.subarray(0, size + 4);
   const n = file.readAt(buf, offset);
   if (n !== buf.length) throw new CorruptionError(`truncated ${what}`, { file: file.path, offset });
   const data = buf.subarray(0, size);
@@ -713,7 +805,7 @@ class _SequentialIterator implements InternalIterator {
   #next = 0;
   #block: Block | undefined;
   #i = 0;
-  constructor(private table: Table, private chunkBytes: number) {}
+  constructor(private table: Table, private chunkBytes: number, private chunk: ChunkBuffer) {}
   #settle(): void {
     for (;;) {
       const b = this.#block;
@@ -732,7 +824,7 @@ class _SequentialIterator implements InternalIterator {
           this.#next = 0;
           return;
         }
-        this.#blocks = this.table.readBlocks(first, this.chunkBytes);
+        this.#blocks = this.table.readBlocks(first, this.chunkBytes, this.chunk);
         this.#first = first;
         this.#next = 0;
       }
@@ -757,7 +849,7 @@ class _SequentialIterator implements InternalIterator {
       this.valid = false;
       return;
     }
-    this.#blocks = this.table.readBlocks(bi, this.chunkBytes);
+    this.#blocks = this.table.readBlocks(bi, this.chunkBytes, this.chunk);
     const b = this.#blocks[0]!;
     this.#next = 1;
     this.#block = b;
@@ -788,6 +880,8 @@ export class LevelIterator implements InternalIterator {
   value: Uint8Array = _EMPTY;
   #ti = 0;
   #it: InternalIterator | undefined;
+  /** The read buffer each table's sequential iterator uses in turn. */
+  #chunk: ChunkBuffer = { buf: _EMPTY };
   /**
    * Creates the iterator over `tables` whose smallest and largest keys are `smallest` and
    * `largest`; `sequential` walks each table with {@link Table.sequentialIterator} (one pass,
@@ -801,7 +895,9 @@ export class LevelIterator implements InternalIterator {
   ) {}
   #open(i: number): InternalIterator {
     const t = this.tables[i]!;
-    return this.sequential ? t.sequentialIterator() : t.iterator();
+    return this.sequential
+      ? t.sequentialIterator(SEQUENTIAL_READ_BYTES, this.#chunk)
+      : t.iterator();
   }
   #load(): void {
     for (;;) {

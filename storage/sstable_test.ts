@@ -7,11 +7,12 @@ import {
   type Block,
   bloomHash,
   LevelIterator,
+  recycleBlock,
   Table,
   TableBuilder,
   writeTableFile,
 } from "./sstable.ts";
-import { b, s } from "./test_util.ts";
+import { b, Rng, s } from "./test_util.ts";
 
 async function buildTable(fs: MemFs, path: string, n: number, number = 1) {
   const builder = new TableBuilder();
@@ -174,4 +175,77 @@ Deno.test("sequential iterator returns the blocks before a corrupt one, then a C
   );
   assert.equal(n, before);
   t.close();
+});
+
+Deno.test("point lookups recycle evicted blocks; an iterator's blocks are neither cached nor recycled", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/t");
+  const { bytes } = (() => {
+    const builder = new TableBuilder();
+    for (let i = 0; i < 5000; i++) {
+      builder.add(b(`key-${String(i).padStart(6, "0")}`), 1, KIND_PUT, b(`value-${i}-`.repeat(3)));
+    }
+    return builder.finish();
+  })();
+  await writeTableFile(fs, "/t/000007.sst", bytes);
+  // Room for two blocks: nearly every lookup evicts one, whose buffer the next read reuses.
+  const cache = new BlockCache<Block>(2 * 4200, recycleBlock);
+  const table = await Table.open(fs, "/t/000007.sst", { number: 7, cache });
+  assert.ok(table.blockCount > 20);
+  const it = table.iterator();
+  it.seek(b("key-001000"), Number.MAX_SAFE_INTEGER);
+  const heldKey = it.key;
+  const heldValue = it.value;
+  const used = cache.used;
+  const rng = new Rng(5);
+  for (let n = 0; n < 2000; n++) {
+    const i = rng.int(5000);
+    const key = b(`key-${String(i).padStart(6, "0")}`);
+    const got = table.get(key, Number.MAX_SAFE_INTEGER, bloomHash(key));
+    assert.equal(s(got?.value), `value-${i}-`.repeat(3));
+    if (n === 0) assert.ok(cache.used > used, "a lookup's block is cached");
+  }
+  // The iterator's block was read for it alone: still intact after all that recycling.
+  assert.equal(s(heldKey), "key-001000");
+  assert.equal(s(heldValue), "value-1000-".repeat(3));
+  const before = cache.used;
+  let i = 1000;
+  for (; it.valid; it.next(), i++) {
+    assert.equal(s(it.key), `key-${String(i).padStart(6, "0")}`);
+    assert.equal(s(it.value), `value-${i}-`.repeat(3));
+  }
+  assert.equal(i, 5000);
+  assert.equal(cache.used, before, "an iterator's reads do not fill the cache");
+  table.close();
+});
+
+Deno.test("table builders built interleaved keep their own bloom hashes", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/t");
+  const a = new TableBuilder();
+  const c = new TableBuilder();
+  // More keys than a pooled hash buffer's first size, so both grow.
+  for (let i = 0; i < 40000; i++) {
+    a.add(b(`a-${String(i).padStart(6, "0")}`), 1, KIND_PUT, b("x"));
+    c.add(b(`c-${String(i).padStart(6, "0")}`), 1, KIND_PUT, b("y"));
+  }
+  await writeTableFile(fs, "/t/000001.sst", a.finish().bytes);
+  // A third builder takes the buffer `a` gave back while `c` is still being built.
+  const d = new TableBuilder();
+  for (let i = 0; i < 100; i++) d.add(b(`d-${String(i).padStart(6, "0")}`), 1, KIND_PUT, b("z"));
+  await writeTableFile(fs, "/t/000002.sst", c.finish().bytes);
+  await writeTableFile(fs, "/t/000003.sst", d.finish().bytes);
+  const cache = new BlockCache<Block>(0);
+  const tables = [
+    { t: await Table.open(fs, "/t/000001.sst", { number: 1, cache }), p: "a", n: 40000 },
+    { t: await Table.open(fs, "/t/000002.sst", { number: 2, cache }), p: "c", n: 40000 },
+    { t: await Table.open(fs, "/t/000003.sst", { number: 3, cache }), p: "d", n: 100 },
+  ];
+  for (const { t, p, n } of tables) {
+    for (let i = 0; i < n; i++) {
+      const key = b(`${p}-${String(i).padStart(6, "0")}`);
+      assert.ok(t.mayContain(bloomHash(key)), `${s(key)} filtered out`);
+    }
+    t.close();
+  }
 });
