@@ -151,7 +151,7 @@ Deno.test("corruption: a flipped manifest or CURRENT byte is a typed error; a mi
 
 async function walDb(): Promise<{ fs: MemFs; wal: string; offsets: number[] }> {
   const fs = new MemFs();
-  const db = await KVEngine.open("/db", opts(fs, { memtableBytes: 1 << 20 }));
+  const db = await KVEngine.open("/db", opts(fs, { memtableBytes: 1 << 20, flushOnClose: false }));
   const wal = `/db/${(await fs.list("/db")).find((n) => n.endsWith(".log"))}`;
   const offsets: number[] = [];
   for (let i = 0; i < 10; i++) {
