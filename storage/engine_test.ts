@@ -675,7 +675,7 @@ Deno.test("a flush that fails at close is logged and the synced WAL still holds 
   const db = await KVEngine.open("/db", { fs, log: (m) => logs.push(m), compactionWorker: false });
   for (let i = 0; i < 50; i++) await db.put(b(`k${i}`), b(`${i}`));
   // The level-0 table cannot be written: close still closes, and says why the WAL stays.
-  fs.failOn((op, path) => path.endsWith(".sst") || path.endsWith(".tmp"));
+  fs.failOn((_op, path) => path.endsWith(".sst") || path.endsWith(".tmp"));
   await db.close();
   fs.failOn(undefined);
   assert.ok(logs.some((m) => m.includes("flush at close failed")), logs.join("\n"));
