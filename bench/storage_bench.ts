@@ -22,6 +22,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { NODE_V8_FLAGS } from "../server/launch.ts";
 
 const USAGE =
   `Usage: storage_bench.ts [--num N] [--batch B] [--sync none|always] [--engines concordkv,leveldb]
@@ -440,8 +441,10 @@ export async function main(args: string[]): Promise<number> {
     for (const engine of values.engines!.split(",")) {
       console.error(`running ${engine} (N=${num})…`);
       const self = new URL(import.meta.url).pathname;
+      // Both engines run under the V8 flags a ConcordKV node runs with (server/launch.ts).
       const flags = [
         "run",
+        NODE_V8_FLAGS,
         "--no-prompt",
         "--allow-read",
         `--allow-write=${base}`,

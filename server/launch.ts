@@ -52,6 +52,14 @@ export const NODE_ENV_VARS: readonly string[] = [
   "NO_COLOR",
 ];
 
+/**
+ * The V8 flags a node runs with: a young generation of 4 MiB semispaces (V8 grows them to 16 MiB
+ * by default, and a node's garbage rate keeps them there). Measured 2026-12-05: the storage
+ * benchmark's peak RSS fell from 285–307 to 200 MiB with every row as fast or faster; a cluster
+ * A/B (both orders) gave puts 0.98–1.03× and linearizable gets 1.02–1.08× of the default.
+ */
+export const NODE_V8_FLAGS = "--v8-flags=--max-semi-space-size=4";
+
 /** `--allow-sys` kinds a node needs (none so far; kept explicit). */
 export const NODE_SYS: readonly string[] = [];
 
@@ -121,6 +129,7 @@ export function nodeCommand(opts: NodeCommandOptions): { cmd: string; args: stri
   const args = [
     "run",
     "--quiet",
+    NODE_V8_FLAGS,
     "--no-prompt",
     `--config=${REPO_ROOT}/deno.json`,
     `--allow-net=${[...net].join(",")}`,

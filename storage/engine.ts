@@ -387,6 +387,8 @@ export class KVEngine {
   #spareMemArena: ArrayBuffer | undefined;
 
   readonly #flushOnClose: boolean;
+  /** Set when close's flush starts: no compaction starts after it (see #pickCompaction). */
+  #closeFlush = false;
   #queue: Array<_Pending | _Exclusive> = [];
   #committing = false;
   /** The running commit loop, awaited by close(). */
@@ -1508,7 +1510,8 @@ export class KVEngine {
   async #flushImm(): Promise<void> {
     const imm = this.#imm!;
     let add: TableMeta[];
-    if (this.#useWorker) {
+    // The flush at close runs here when no worker is up: starting one would cost more than it.
+    if (this.#useWorker && (this.#worker !== undefined || !this.#closeFlush)) {
       add = await this.#flushOnWorker(imm);
     } else {
       const it = imm.iterator();
@@ -1542,6 +1545,8 @@ export class KVEngine {
   }
 
   #pickCompaction(): { level: number; inputs: _LiveTable[]; next: _LiveTable[] } | undefined {
+    // Once close's flush has begun (every write is in), only memtable flushes run.
+    if (this.#closeFlush) return undefined;
     const levels = this.#version.levels;
     let best = -1;
     let bestScore = 1;
@@ -1989,6 +1994,7 @@ export class KVEngine {
    * that holds data and the next open replays none. Runs in the commit loop (no write can slip in).
    */
   async #flushForClose(): Promise<void> {
+    this.#closeFlush = true;
     try {
       if (!(await this.#settleImm()) || this.#mem.empty) return;
       await this.#rotate();

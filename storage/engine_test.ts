@@ -669,6 +669,21 @@ Deno.test("close writes the memtables to tables: the next open replays nothing, 
   }
 });
 
+Deno.test("close flushes the memtable but starts no compaction (its level-0 table waits for the next open)", async () => {
+  const fs = new MemFs();
+  // Any level-0 table is worth a compaction here, so the close's own flush would start one.
+  let db = await KVEngine.open("/db", memOpts(fs, { l0CompactionTrigger: 1 }));
+  for (let i = 0; i < 20; i++) await db.put(b(`k${i}`), b(`${i}`));
+  assert.deepEqual(db.stats().levels.slice(0, 2).map((l) => l.tables), [0, 0]);
+  await db.close();
+  db = await KVEngine.open("/db", memOpts(fs, { l0CompactionTrigger: 1 }));
+  assert.deepEqual(db.stats().levels.slice(0, 2).map((l) => l.tables), [1, 0]);
+  assert.equal(s(await db.get(b("k7"))), "7");
+  await db.compact();
+  assert.deepEqual(db.stats().levels[0]!.tables, 0);
+  await db.close();
+});
+
 Deno.test("a flush that fails at close is logged and the synced WAL still holds every write", async () => {
   const fs = new MemFs();
   const logs: string[] = [];
