@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { BlockCache } from "./block_cache.ts";
 import { pooledTableBuffers, runFlush } from "./compaction_worker.ts";
-import { KVEngine } from "./engine.ts";
+import { KVEngine, type KVEngineOptions } from "./engine.ts";
 import { DenoFs } from "./fs.ts";
 import { KIND_DELETE, KIND_PUT } from "./iterator.ts";
 import { MemTable } from "./memtable.ts";
@@ -87,17 +87,11 @@ Deno.test("an engine with a worker flushes memtables there and keeps every write
     const stats = db.stats();
     assert.ok(stats.workerFlushes > 0, `no flush ran on the worker: ${JSON.stringify(stats)}`);
 
-    const again = await KVEngine.open(dir, opts);
-    try {
+    await assertReopensTo(dir, opts, model, () => {
       // A flush cut short by close() leaves its output as a *.tmp file, which open deletes.
       const names = [...Deno.readDirSync(dir)].map((e) => e.name);
       assert.deepEqual(names.filter((n) => n.startsWith("flush-")), []);
-      const all = await collect(again.scan());
-      assert.equal(all.length, model.size);
-      for (const { key, value } of all) assert.equal(s(value), model.get(s(key)!));
-    } finally {
-      await again.close();
-    }
+    });
   });
 });
 
@@ -175,6 +169,24 @@ Deno.test("a flush from a reused, larger arena buffer writes only the new memtab
 });
 
 /** Writes 40 batches of 100 random puts (keys of 3000) and returns what the store must hold. */
+/** Reopens `dir` (after `check`, run once it is open) and asserts it holds exactly `model`. */
+async function assertReopensTo(
+  dir: string,
+  opts: KVEngineOptions,
+  model: Map<string, string>,
+  check?: () => void,
+): Promise<void> {
+  const again = await KVEngine.open(dir, opts);
+  try {
+    check?.();
+    const all = await collect(again.scan());
+    assert.equal(all.length, model.size);
+    for (const { key, value } of all) assert.equal(s(value), model.get(s(key)!));
+  } finally {
+    await again.close();
+  }
+}
+
 async function writeSome(db: KVEngine, seed: number, model = new Map<string, string>()) {
   const rng = new Rng(seed);
   for (let i = 0; i < 40; i++) {
@@ -207,14 +219,7 @@ Deno.test("a worker past workerRecycleBytes is replaced between jobs and no writ
     const stats = db.stats();
     assert.ok(stats.workerRestarts >= 2, `worker never replaced: ${JSON.stringify(stats)}`);
     assert.ok(stats.workerFlushes + stats.workerCompactions > stats.workerRestarts);
-    const again = await KVEngine.open(dir, opts);
-    try {
-      const all = await collect(again.scan());
-      assert.equal(all.length, model.size);
-      for (const { key, value } of all) assert.equal(s(value), model.get(s(key)!));
-    } finally {
-      await again.close();
-    }
+    await assertReopensTo(dir, opts, model);
   });
 });
 
