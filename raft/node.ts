@@ -348,12 +348,20 @@ export class RaftNode {
     return this.#log.lastIndex();
   }
 
+  /**
+   * The commit index as of now. It can move between `ready()` and `advance()` (acknowledgements
+   * stepped meanwhile); the leader's own unpersisted entries never count toward it.
+   */
+  get committed(): number {
+    return this.#log.committed;
+  }
+
   /** Term of the entry at `index` (0 past the end, undefined if compacted). For tests. */
   termAt(index: number): number | undefined {
     return this.#log.term(index);
   }
 
-  /** The log's entries in [lo, hi) (stable and unstable), undefined if compacted. For tests. */
+  /** The log's entries in [lo, hi) (stable and unstable), undefined if compacted. */
   entries(lo: number, hi: number): Entry[] | undefined {
     return this.#log.slice(lo, hi);
   }

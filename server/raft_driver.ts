@@ -210,6 +210,12 @@ export class RaftDriver {
   #fatal: unknown;
   /** Last log index known durable on this node. */
   #durableLast: number;
+  /**
+   * While a leader's Ready waits for its own fsync: the applies started so far (`chain`) and the
+   * next index to apply. Entries committed meanwhile — a majority of followers holds them
+   * durably — are applied and answered without waiting for that fsync (see #applyWhileSyncing).
+   */
+  #midSync: { chain: Promise<void>; next: number; done: boolean } | undefined;
   /** The engine view at the latest local snapshot (what followers get sent). */
   #pinned: _PinnedView | undefined;
   #snapIndex: number;
@@ -279,8 +285,9 @@ export class RaftDriver {
     // The engine has no WAL: make it durable up to `applied` before the log forgets.
     this.#snapTask = so.engine.flush().then(
       () => {
-        // Stopped, or a snapshot received from the leader was installed meanwhile.
-        if (this.#stopped || applied <= this.#snapIndex) {
+        // Stopped, or a snapshot received from the leader was installed meanwhile, or (after a
+        // crash during a leader's fsync; see #applyWhileSyncing) the engine is past the log.
+        if (this.#stopped || applied <= this.#snapIndex || applied > this.#durableLast) {
           view.release();
           return;
         }
@@ -417,6 +424,7 @@ export class RaftDriver {
         this.#o.log.warn(`message ${m.type} from ${m.from} rejected by the core: ${e}`);
       }
     }
+    if (this.#midSync !== undefined) this.#applyWhileSyncing();
     this.kick();
   }
 
@@ -743,10 +751,27 @@ export class RaftDriver {
     // A Ready that only moves the commit index needs no fsync (etcd's MustSync): the record stays
     // buffered and reaches the disk with the next sync; a lost commit index is relearned.
     const syncing = rd.mustSync ? store.sync() : undefined;
+    let applying = early;
     if (syncing !== undefined) {
-      // A failed sync is fatal and reported first; the early apply's outcome is awaited below.
+      // A leader whose committed entries are all being applied keeps applying what commits
+      // during its own fsync (acknowledgements keep arriving; see #applyWhileSyncing).
+      const mid = this.#role === "leader" && snap === undefined && split === ce.length
+        ? this.#midSync = {
+          chain: early ?? Promise.resolve(),
+          next: (ce[ce.length - 1]?.index ?? this.#o.sm.applied) + 1,
+          done: false,
+        }
+        : undefined;
+      if (mid !== undefined) this.#applyWhileSyncing();
+      // A failed sync is fatal and reported first; the applies' outcome is awaited below.
       early?.catch(() => {});
-      await syncing;
+      try {
+        await syncing;
+      } finally {
+        this.#midSync = undefined;
+        mid?.chain.catch(() => {}); // awaited below, unless the sync failed (fatal anyway)
+      }
+      if (mid !== undefined) applying = mid.chain;
     }
     if (snap !== undefined) await this.#installSnapshot(snap.meta.index, snapFile);
     const last = rd.entries[rd.entries.length - 1];
@@ -755,11 +780,36 @@ export class RaftDriver {
     // they leave as soon as the fsync is done, not after the early apply, which can wait behind
     // the KV engine (a memtable switch or a level-0 flush holding the event loop).
     if (late.length > 0) this.#sendMessages(late);
-    if (early !== undefined) await early;
+    if (applying !== undefined) await applying;
     if (split < ce.length) await this.#apply(split === 0 ? ce : ce.slice(split));
     if (ce.length > 0) this.#maybeSnapshot();
     if (rd.readStates.length > 0) this.#onReadStates(rd.readStates);
     this.#serveReads();
+  }
+
+  /**
+   * Applies the normal entries committed since the running Ready was taken, while the leader's
+   * own fsync runs. They are committed, so a majority holds them durably without this node: the
+   * core counts the leader's entries only once persisted (raft/node.ts `advance`). The next Ready
+   * hands them out again; the state machine skips what it applied. A membership change ends it
+   * (those are applied in Ready order). A crash can leave the engine's applied index past this
+   * node's log end; a restart clamps the core's applied index to the commit index, and the
+   * entries arrive again from the leader and are skipped.
+   */
+  #applyWhileSyncing(): void {
+    const mid = this.#midSync;
+    if (mid === undefined || mid.done || this.#role !== "leader") return;
+    const commit = this.node.committed;
+    if (commit < mid.next) return;
+    const ents = this.node.entries(mid.next, commit + 1);
+    if (ents === undefined || ents.length === 0) return;
+    let n = 0;
+    while (n < ents.length && ents[n]!.type === EntryType.Normal) n++;
+    if (n < ents.length) mid.done = true;
+    if (n === 0) return;
+    const batch = n === ents.length ? ents : ents.slice(0, n);
+    mid.next = batch[n - 1]!.index + 1;
+    mid.chain = mid.chain.then(() => this.#apply(batch)).then(() => this.#serveReads());
   }
 
   async #installSnapshot(index: number, file: string): Promise<void> {
@@ -801,7 +851,8 @@ export class RaftDriver {
   }
 
   async #applyBatch(entries: Entry[]): Promise<void> {
-    for (const e of entries) this.#bytesSinceSnap += e.data.length;
+    const applied = this.#o.sm.applied;
+    for (const e of entries) if (e.index > applied) this.#bytesSinceSnap += e.data.length;
     const { results, confChanges } = await this.#o.sm.apply(entries, {
       origin: this.#o.id,
       epoch: this.#o.epoch,

@@ -374,3 +374,91 @@ Deno.test("driver: proposals carry every field of their command and are answered
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Node 1 of 1..3 made leader (votes from 2), over a real log whose syncs `syncs` can hold. */
+async function leader(dir: string, syncs: ReturnType<typeof gate>) {
+  const store = await RaftLogStore.open(dir);
+  const engine = await KVEngine.open("/sm", { fs: new MemFs(), sync: "none" });
+  const sm = StateMachine.open(engine);
+  const node = new RaftNode({
+    id: 1,
+    storage: store,
+    random: () => 0.5,
+    electionTick: 10,
+    preVote: false,
+    peers: [1, 2, 3],
+    applied: sm.applied,
+  });
+  const sent: Message[] = [];
+  const driver = new RaftDriver({
+    id: 1,
+    node,
+    store: gated(store, "sync", syncs),
+    sm,
+    log: new Logger({ node: 1, level: "error", write: () => {} }),
+    send: (msgs) => sent.push(...msgs),
+    tickMs: 100,
+    epoch: 1,
+  });
+  driver.kick(); // applies the bootstrap membership entries (a node campaigns only after)
+  await driver.idle();
+  for (let i = 0; i < 30 && node.role !== "candidate"; i++) node.tick();
+  driver.kick();
+  await driver.idle();
+  driver.receive([newMessage(MessageType.VoteResp, { from: 2, to: 1, term: node.term })]);
+  await driver.idle();
+  assert.equal(node.role, "leader");
+  // Both followers take the leader's first entry (its no-op), which commits and applies.
+  const last = node.lastIndex();
+  const ack = (from: number, index: number) =>
+    newMessage(MessageType.AppResp, { from, to: 1, term: node.term, index });
+  driver.receive([ack(2, last), ack(3, last)]);
+  await driver.idle();
+  assert.equal(sm.applied, last);
+  return { store, sm, node, driver, ack };
+}
+
+Deno.test("driver: a leader answers a write both followers hold durably while its own fsync still runs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  const syncs = gate();
+  try {
+    const a = await leader(dir, syncs);
+    syncs.on = true; // the leader's own fsyncs from now on hang until open()
+    let answered = false;
+    const put = a.driver.propose({
+      op: "put",
+      key: enc.encode("k"),
+      value: enc.encode("v"),
+      clientId: 0,
+      seq: 0,
+    }, 5000).then((r) => {
+      answered = true;
+      return r;
+    });
+    await settle();
+    const index = a.node.lastIndex();
+    assert.equal(syncs.held, 1, "the Ready appending the write waits for its fsync");
+    // One follower's copy and the leader's unsynced one are not a majority of durable copies.
+    a.driver.receive([a.ack(2, index)]);
+    await settle();
+    assert.equal(answered, false);
+    assert.equal(a.node.committed, index - 1);
+    // The second follower's copy makes a durable majority: the write is applied and answered
+    // while the leader's fsync is still held.
+    a.driver.receive([a.ack(3, index)]);
+    await settle();
+    assert.equal(answered, true, "answered before the leader's own fsync completed");
+    assert.equal(syncs.waiters.length, 1);
+    assert.equal(a.sm.applied, index);
+    assert.deepEqual(a.sm.get(enc.encode("k")), enc.encode("v"));
+    assert.deepEqual((await put).index, index);
+    syncs.open();
+    await a.driver.idle();
+    assert.equal(a.sm.applied, index, "the next Ready's copy of the entry is skipped");
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    syncs.open();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
