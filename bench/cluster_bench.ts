@@ -458,8 +458,11 @@ async function summarizeLeaderProfile(dir: string, leaderName: string): Promise<
     say(`no CPU profile in ${nodeDir} (the node must exit through Deno.exit on SIGTERM)`);
     return;
   }
+  // The main thread's profile: the engine's compaction workers write their own
+  // (`CPU.<time>.<pid>.worker-N.cpuprofile`), which sort after it.
   files.sort();
-  const file = files[files.length - 1]!;
+  const file = files.filter((f) => !/\.worker-\d+\.cpuprofile$/.test(f)).at(-1) ??
+    files[files.length - 1]!;
   const text = formatProfile(
     summarizeProfile(JSON.parse(await Deno.readTextFile(file)) as CpuProfile),
     40,
