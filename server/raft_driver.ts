@@ -182,6 +182,16 @@ function _ctxKey(b: Uint8Array): string {
   return s;
 }
 
+/** What a leader applies during its own fsync (see `RaftDriver.#applyWhileSyncing`). */
+interface _MidSync {
+  /** The applies started so far, in order. */
+  chain: Promise<void>;
+  /** Next log index to apply. */
+  next: number;
+  /** A membership change was reached: the rest waits for the next Ready. */
+  done: boolean;
+}
+
 /** Drives one `RaftNode`. */
 export class RaftDriver {
   readonly #o: DriverOptions;
@@ -215,7 +225,7 @@ export class RaftDriver {
    * next index to apply. Entries committed meanwhile — a majority of followers holds them
    * durably — are applied and answered without waiting for that fsync (see #applyWhileSyncing).
    */
-  #midSync: { chain: Promise<void>; next: number; done: boolean } | undefined;
+  #midSync: _MidSync | undefined;
   /** The engine view at the latest local snapshot (what followers get sent). */
   #pinned: _PinnedView | undefined;
   #snapIndex: number;
@@ -755,14 +765,12 @@ export class RaftDriver {
     if (syncing !== undefined) {
       // A leader whose committed entries are all being applied keeps applying what commits
       // during its own fsync (acknowledgements keep arriving; see #applyWhileSyncing).
-      const mid = this.#role === "leader" && snap === undefined && split === ce.length
-        ? this.#midSync = {
-          chain: early ?? Promise.resolve(),
-          next: (ce[ce.length - 1]?.index ?? this.#o.sm.applied) + 1,
-          done: false,
-        }
-        : undefined;
-      if (mid !== undefined) this.#applyWhileSyncing();
+      let mid: _MidSync | undefined;
+      if (this.#role === "leader" && snap === undefined && split === ce.length) {
+        const next = (ce[ce.length - 1]?.index ?? this.#o.sm.applied) + 1;
+        mid = this.#midSync = { chain: early ?? Promise.resolve(), next, done: false };
+        this.#applyWhileSyncing();
+      }
       // A failed sync is fatal and reported first; the applies' outcome is awaited below.
       early?.catch(() => {});
       try {
@@ -798,7 +806,7 @@ export class RaftDriver {
    */
   #applyWhileSyncing(): void {
     const mid = this.#midSync;
-    if (mid === undefined || mid.done || this.#role !== "leader") return;
+    if (mid === undefined || mid.done) return;
     const commit = this.node.committed;
     if (commit < mid.next) return;
     const ents = this.node.entries(mid.next, commit + 1);

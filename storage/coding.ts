@@ -235,11 +235,12 @@ let _slab = new Uint8Array(0);
 let _slabPos = 0;
 
 /**
- * A copy of `src` for the caller to keep (values returned by gets and scans). Copies of 65 B – 1 KiB are cut from a shared 16 KiB
- * slab (as Node's Buffer pool does) rather than each getting an ArrayBuffer: every ArrayBuffer
- * carries native bookkeeping several times a 100-byte value's size, freed only when a GC finds
- * it dead, so a million-entry scan made hundreds of MiB of RSS. Smaller copies live in the V8
- * heap anyway; larger ones get their own buffer. A kept copy keeps its slab alive.
+ * A copy of `src` for the caller to keep (values returned by gets and scans). Copies of 65 B –
+ * 1 KiB are cut from a shared 16 KiB slab (as Node's Buffer pool does) rather than each getting an
+ * ArrayBuffer: every ArrayBuffer carries native bookkeeping several times a 100-byte value's
+ * size, freed only when a GC finds it dead, so a million-entry scan made hundreds of MiB of RSS.
+ * Smaller copies live in the V8 heap anyway; larger ones get their own buffer. A kept copy keeps
+ * its slab alive.
  *
  * @example
  * ```ts

@@ -1450,9 +1450,14 @@ export class KVEngine {
       this.#worker === undefined || this.#workerPending.size > 0 ||
       performance.now() - this.#workerBusyAt < _WORKER_IDLE_MS
     ) return;
+    this.#stopWorker();
+  }
+
+  /** Terminates the worker (if any) and its idle timer; the next job starts a new one. */
+  #stopWorker(): void {
     clearTimeout(this.#workerIdle);
     this.#workerIdle = undefined;
-    this.#worker.terminate();
+    this.#worker?.terminate();
     this.#worker = undefined;
   }
 
@@ -1466,8 +1471,7 @@ export class KVEngine {
       this.#workerIdle = undefined;
       // Busy again: the loop's end re-arms the timer.
       if (this.#bg !== undefined || this.#workerPending.size > 0) return;
-      this.#worker?.terminate();
-      this.#worker = undefined;
+      this.#stopWorker();
     }, _WORKER_IDLE_MS);
   }
 
@@ -1617,16 +1621,7 @@ export class KVEngine {
     }
     const children: InternalIterator[] = [];
     for (const t of [...c.inputs].reverse()) children.push(t.table.sequentialIterator());
-    if (c.next.length > 0) {
-      children.push(
-        new LevelIterator(
-          c.next.map((t) => t.table),
-          c.next.map((t) => t.smallest),
-          c.next.map((t) => t.largest),
-          true,
-        ),
-      );
-    }
+    if (c.next.length > 0) children.push(_sequentialLevel(c.next));
     const it = new MergingIterator(children);
     it.seekToFirst();
     const add = await this.#writeTables(it, out, { dropAll: true, splitBytes: this.#tableBytes });
@@ -1978,10 +1973,7 @@ export class KVEngine {
     while (this.#bg !== undefined) await this.#bg.catch(() => {});
     await this.#manifestChain;
     while (this.#removals.size > 0) await Promise.all([...this.#removals]);
-    clearTimeout(this.#workerIdle);
-    this.#workerIdle = undefined;
-    this.#worker?.terminate();
-    this.#worker = undefined;
+    this.#stopWorker();
     this.#notifyProgress();
     this.#closeFiles();
     this.#lock?.release();
