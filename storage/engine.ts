@@ -132,6 +132,14 @@ export interface KVEngineOptions {
    * grows under sustained load and never gives memory back on its own.
    */
   workerRecycleBytes?: number;
+  /**
+   * Start the worker at open and keep it until close instead of terminating it after a second
+   * without jobs (default false). Creating a Worker blocks the calling thread for 20–50 ms (Deno
+   * 2.9 builds the new isolate there), so a server whose memtable fills every few seconds would
+   * otherwise stall all its requests in flight at every flush. Replacing a worker that outgrew
+   * {@link workerRecycleBytes} still happens.
+   */
+  keepWorker?: boolean;
   /** File system (default: the real one). Tests pass a {@link MemFs}. */
   fs?: FileSystem;
   /** Where recovery notes go (torn WAL tails…); default `console.warn`. */
@@ -413,6 +421,9 @@ export class KVEngine {
   #manifestChain: Promise<void> = Promise.resolve();
   #inlineFlush = false;
   readonly #useWorker: boolean;
+  readonly #keepWorker: boolean;
+  /** Workers started (at open with keepWorker, on demand otherwise, and replacements). */
+  #workerStarts = 0;
   readonly #workerMinBytes: number;
   #worker: Worker | undefined;
   #jobId = 0;
@@ -470,6 +481,7 @@ export class KVEngine {
     this.#workerRecycleBytes = options.workerRecycleBytes ?? 48 * 1024 * 1024;
     const wantWorker = options.compactionWorker ?? options.fs === undefined;
     this.#useWorker = wantWorker && _workerAllowed();
+    this.#keepWorker = options.keepWorker ?? false;
     if (wantWorker && !this.#useWorker) {
       this.#log(
         `compaction worker unavailable (no --allow-read on ${
@@ -549,11 +561,12 @@ export class KVEngine {
       throw e;
     }
     // Background work (the recovered memtable's flush, compactions) starts on the next turn of
-    // the event loop: starting the worker blocks this thread for ~10 ms, which open() and the
+    // the event loop: starting the worker blocks this thread for ~20 ms, which open() and the
     // caller's first reads need not wait for.
     this.#bgDefer = true;
     this.#maybeScheduleBg();
     this.#bgDefer = false;
+    if (this.#keepWorker && this.#useWorker) this.#worker ??= this.#startWorker();
   }
 
   async #recover(): Promise<void> {
@@ -1447,7 +1460,7 @@ export class KVEngine {
    */
   #reapIdleWorker(): void {
     if (
-      this.#worker === undefined || this.#workerPending.size > 0 ||
+      this.#keepWorker || this.#worker === undefined || this.#workerPending.size > 0 ||
       performance.now() - this.#workerBusyAt < _WORKER_IDLE_MS
     ) return;
     this.#stopWorker();
@@ -1467,6 +1480,7 @@ export class KVEngine {
    */
   #idleWorker(): void {
     clearTimeout(this.#workerIdle);
+    if (this.#keepWorker) return;
     this.#workerIdle = setTimeout(() => {
       this.#workerIdle = undefined;
       // Busy again: the loop's end re-arms the timer.
@@ -1713,6 +1727,7 @@ export class KVEngine {
   /** Starts a worker whose replies settle the jobs in `#workerPending`. */
   #startWorker(): Worker {
     const worker = new Worker(_WORKER_URL.href, { type: "module" });
+    this.#workerStarts++;
     const pending = this.#workerPending;
     worker.onmessage = (ev: MessageEvent<CompactionReply>) => {
       const job = pending.get(ev.data.id);
@@ -1906,6 +1921,7 @@ export class KVEngine {
     workerCompactions: number;
     workerFlushes: number;
     workerRestarts: number;
+    workerStarts: number;
     workerRunning: boolean;
     slowdowns: number;
   } {
@@ -1921,6 +1937,7 @@ export class KVEngine {
       workerCompactions: this.#workerJobs,
       workerFlushes: this.#workerFlushes,
       workerRestarts: this.#workerRestarts,
+      workerStarts: this.#workerStarts,
       workerRunning: this.#worker !== undefined,
       slowdowns: this.#slowdowns,
     };

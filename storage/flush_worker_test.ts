@@ -247,3 +247,36 @@ Deno.test("reads terminate a worker idle for a second even when timers cannot ru
     }
   });
 });
+
+Deno.test("keepWorker starts the worker at open and keeps it through idle time; flushes start none", async () => {
+  await withTempDir(async (dir) => {
+    const opts = {
+      memtableBytes: 64 * 1024,
+      sync: "none" as const,
+      log: () => {},
+      keepWorker: true,
+    };
+    const db = await KVEngine.open(dir, opts);
+    try {
+      assert.equal(db.stats().workerRunning, true);
+      assert.equal(db.stats().workerStarts, 1);
+      const model = await writeSome(db, 37);
+      await db.compact();
+      const flushes = db.stats().workerFlushes;
+      assert.ok(flushes > 0, "no flush ran on the worker");
+      // Past the idle timeout (one second), then a read burst that runs the read-path reaper.
+      await new Promise((r) => setTimeout(r, 1100));
+      const keys = [...model.keys()].map(b);
+      for (let i = 0; i < 4096; i++) db.getSync(keys[i % keys.length]!);
+      assert.equal(db.stats().workerRunning, true);
+      await writeSome(db, 41, model);
+      await db.flush();
+      assert.ok(db.stats().workerFlushes > flushes, "no flush after the idle time");
+      assert.equal(db.stats().workerStarts, 1);
+      for (const [k, v] of model) assert.equal(s(await db.get(b(k))), v);
+    } finally {
+      await db.close();
+    }
+    assert.equal(db.stats().workerRunning, false);
+  });
+});
