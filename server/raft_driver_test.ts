@@ -415,7 +415,7 @@ async function leader(dir: string, syncs: ReturnType<typeof gate>) {
   driver.receive([ack(2, last), ack(3, last)]);
   await driver.idle();
   assert.equal(sm.applied, last);
-  return { store, sm, node, driver, ack };
+  return { store, sm, node, driver, ack, sent };
 }
 
 Deno.test("driver: a leader answers a write both followers hold durably while its own fsync still runs", async () => {
@@ -455,6 +455,55 @@ Deno.test("driver: a leader answers a write both followers hold durably while it
     syncs.open();
     await a.driver.idle();
     assert.equal(a.sm.applied, index, "the next Ready's copy of the entry is skipped");
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    syncs.open();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("driver: a leader's commit-only appends wait for the next append to carry the commit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  const syncs = gate();
+  try {
+    const a = await leader(dir, syncs);
+    const put = (v: string) =>
+      a.driver.propose(
+        { op: "put", key: enc.encode("k"), value: enc.encode(v), clientId: 0, seq: 0 },
+        5000,
+      );
+    const apps = () => a.sent.filter((m) => m.type === MessageType.App);
+    const timer = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // Let the commit-only appends of the no-op's commit go out, then start counting.
+    await timer(10);
+    a.sent.length = 0;
+    const first = put("1");
+    await a.driver.idle();
+    const i1 = a.node.lastIndex();
+    assert.deepEqual(apps().map((m) => [m.to, m.entries.length]), [[2, 1], [3, 1]]);
+    a.driver.receive([a.ack(2, i1), a.ack(3, i1)]);
+    await a.driver.idle();
+    assert.equal((await first).index, i1);
+    assert.equal(a.node.committed, i1);
+    // Committed and answered; the followers have not been told yet.
+    assert.equal(apps().length, 2, "no commit-only append sent at once");
+    const second = put("2");
+    await a.driver.idle();
+    const i2 = a.node.lastIndex();
+    // The next entries carry the commit index and replace the held appends, which never leave.
+    const next = apps().slice(2);
+    assert.deepEqual(next.map((m) => [m.to, m.entries.length, m.commit]), [[2, 1, i1], [3, 1, i1]]);
+    await timer(10);
+    assert.equal(apps().length, 4, "a replaced commit-only append was sent anyway");
+    // With nothing more to send, the commit of the second write goes out on its own, shortly.
+    a.driver.receive([a.ack(2, i2), a.ack(3, i2)]);
+    await a.driver.idle();
+    assert.equal((await second).index, i2);
+    assert.equal(apps().length, 4);
+    await timer(10);
+    const held = apps().slice(4);
+    assert.deepEqual(held.map((m) => [m.to, m.entries.length, m.commit]), [[2, 0, i2], [3, 0, i2]]);
     await a.driver.stop();
     await a.store.close();
   } finally {
