@@ -69,6 +69,8 @@ Options:
   --heartbeat-ms H  leader heartbeat interval and tick length (default 100)
   --snapshot-entries N
                     snapshot and truncate the Raft log every N applied entries (default 10000)
+                    or 32 MiB of them, keeping up to N/2 (at most 5000) entries and 16 MiB
+                    behind the snapshot for lagging followers
   --read-mode M     how linearizable reads confirm leadership (default readindex):
                     readindex  a heartbeat round to a quorum per batch of reads
                     lease      no round while the leader holds a lease: a quorum echoed a

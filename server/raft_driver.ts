@@ -101,6 +101,8 @@ export interface SnapshotOptions {
   entries: number;
   /** Entries kept in the log behind a snapshot (for slow followers). */
   keepEntries: number;
+  /** At most this many bytes of those entries (default {@linkcode KEEP_LOG_BYTES}). */
+  keepBytes?: number;
   /** Streams the snapshot of `msg` (a Snap message) to `msg.to` from `view`. */
   send: (msg: Message, view: EngineView) => Promise<void>;
   /** Called after a received snapshot was installed (members may have changed). */
@@ -144,8 +146,11 @@ interface _ReadBatch {
  */
 const COMMIT_HOLD_MS = 1;
 
+/** Default of {@linkcode SnapshotOptions.keepBytes}: log kept behind a snapshot, in bytes. */
+const KEEP_LOG_BYTES = 16 * 1024 * 1024;
+
 /** Also snapshot once this many bytes of entries were applied since the last snapshot. */
-const SNAPSHOT_BYTES = 64 * 1024 * 1024;
+const SNAPSHOT_BYTES = 32 * 1024 * 1024;
 
 /** Largest engine write of one apply (the engine caps one atomic batch at 64 MiB). */
 const APPLY_BATCH_BYTES = 16 * 1024 * 1024;
@@ -314,7 +319,7 @@ export class RaftDriver {
         store.createSnapshot(applied, cs);
         this.#snapIndex = applied;
         this.#pin(applied, view);
-        const compactTo = applied - so.keepEntries;
+        const compactTo = this.#compactPoint(applied, so.keepEntries, so.keepBytes);
         if (compactTo > store.firstIndex() - 1) store.compact(compactTo);
         this.#o.log.info(
           `snapshot at ${applied}; log now [${store.firstIndex()}, ${store.lastIndex()}]`,
@@ -329,6 +334,25 @@ export class RaftDriver {
     ).finally(() => {
       this.#snapTask = undefined;
     });
+  }
+
+  /**
+   * The index to compact the log through after a snapshot at `applied`: the last `keep` entries
+   * stay for lagging followers to catch up from, but only as many of them as fit in `maxBytes`. An entry is a batch of commands (hundreds of KiB under load), so a
+   * count alone kept hundreds of MiB of log in memory (RSS 700 MiB per node after 40 s of 4 KiB
+   * puts, measured 2026-12-05).
+   */
+  #compactPoint(applied: number, keep: number, maxBytes = KEEP_LOG_BYTES): number {
+    const store = this.#o.store;
+    const lo = Math.max(store.firstIndex(), applied - keep + 1);
+    if (lo > applied) return applied - keep;
+    const ents = store.entries(lo, applied + 1);
+    let bytes = 0;
+    let i = ents.length;
+    while (i > 0 && bytes + ents[i - 1]!.data.length <= maxBytes) {
+      bytes += ents[--i]!.data.length;
+    }
+    return i > 0 ? ents[i - 1]!.index : lo - 1;
   }
 
   #sendMessages(msgs: Message[]): void {

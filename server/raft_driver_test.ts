@@ -77,7 +77,12 @@ function gated<T extends object>(obj: T, method: string, g: ReturnType<typeof ga
 async function follower(
   dir: string,
   hangSyncs: { on: boolean },
-  opts: { applyGate?: ReturnType<typeof gate>; flushGate?: ReturnType<typeof gate> } = {},
+  opts: {
+    applyGate?: ReturnType<typeof gate>;
+    flushGate?: ReturnType<typeof gate>;
+    keepEntries?: number;
+    keepBytes?: number;
+  } = {},
 ) {
   const store = await RaftLogStore.open(dir);
   const engine = await KVEngine.open("/sm", { fs: new MemFs(), sync: "none" });
@@ -114,7 +119,8 @@ async function follower(
       engine: gated(engine, "flush", opts.flushGate),
       dir,
       entries: 3,
-      keepEntries: 1,
+      keepEntries: opts.keepEntries ?? 1,
+      keepBytes: opts.keepBytes,
       send: () => Promise.reject(new Error("not in this test")),
     },
   });
@@ -265,6 +271,36 @@ Deno.test("driver: the engine flush of a local snapshot does not hold the Ready 
     await settle();
     assert.equal(a.store.snapshot().meta.index, 6);
     assert.equal(a.store.firstIndex(), 6);
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("driver: the log kept behind a snapshot is capped in bytes as well as in entries", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  const flushGate = gate();
+  try {
+    const size = entry(4, 2, "a4").data.length;
+    // Keep up to 5 entries, but only two entries' worth of bytes.
+    const a = await follower(dir, { on: false }, {
+      flushGate,
+      keepEntries: 5,
+      keepBytes: 2 * size,
+    });
+    flushGate.on = true;
+    a.driver.receive([app(1, 2, [3, 1], [4, 5, 6].map((i) => entry(i, 2, `a${i}`)), 6)]);
+    await a.driver.idle();
+    await settle();
+    assert.equal(a.sm.applied, 6);
+    assert.equal(a.store.firstIndex(), 1);
+    flushGate.open();
+    await settle();
+    assert.equal(a.store.snapshot().meta.index, 6);
+    // 5 entries by count would keep 2..6; the byte cap keeps 5 and 6.
+    assert.equal(a.store.firstIndex(), 5);
+    assert.equal(a.store.entries(5, 7).map((e) => e.index).join(), "5,6");
     await a.driver.stop();
     await a.store.close();
   } finally {
