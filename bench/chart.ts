@@ -29,6 +29,8 @@ export interface BenchRow {
   serverCores: number[];
   /** CPU cores used by other processes on the machine during the run (noise). */
   otherCores?: number;
+  /** Resident memory of each server process at the end of the run, MiB, leader first. */
+  serverRssMiB?: number[];
 }
 
 /** The identity of a measurement, without the system. */

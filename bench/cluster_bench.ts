@@ -253,6 +253,7 @@ function fmtRun(
   client: number,
   srv: number[],
   other: number,
+  rssMiB: number[],
 ) {
   const errs = r.errors > 0 ? ` errors=${r.errors} ${JSON.stringify(r.errorKinds)}` : "";
   const miss = r.misses > 0 ? ` misses=${r.misses}` : "";
@@ -261,6 +262,7 @@ function fmtRun(
     `p99=${r.latencyMs.p99} p99.9=${r.latencyMs.p999} ms; cpu client=${client.toFixed(2)} ` +
     `servers=${srv.map((c) => c.toFixed(2)).join("/")} other=${other.toFixed(2)}` +
     ` leader=${r.throughput > 0 ? Math.round((srv[0]! * 1e6) / r.throughput) : "—"}µs/op` +
+    ` rss=${rssMiB.join("/")} MiB` +
     `${other > 0.25 ? " (NOISY: other processes used CPU)" : ""}${errs}${miss}`;
 }
 
@@ -366,7 +368,8 @@ async function runStep(
     );
     return undefined;
   }
-  say(fmtRun(system, spec, r, clientCores, serverCores, otherCores));
+  const rssMiB = cpuAfter.rssBytes.map((b) => Math.round(b / 1048576));
+  say(fmtRun(system, spec, r, clientCores, serverCores, otherCores, rssMiB));
   return {
     system,
     workload: spec.workload,
@@ -383,6 +386,7 @@ async function runStep(
     clientCores: Math.round(clientCores * 100) / 100,
     serverCores: serverCores.map((c) => Math.round(c * 100) / 100),
     otherCores: Math.round(otherCores * 100) / 100,
+    serverRssMiB: rssMiB,
   };
 }
 

@@ -111,14 +111,17 @@ export class ChildProcess {
 export interface CpuSnapshot {
   /** CPU seconds (user + system) of each requested process (NaN for one that is gone). */
   procs: number[];
+  /** Resident memory of each requested process in bytes (NaN for one that is gone). */
+  rssBytes: number[];
   /** Busy CPU seconds of the whole machine, all cores (everything but idle and iowait). */
   machineBusy: number;
 }
 
 /**
- * CPU time used so far by each process in `pids` and by the machine. Deno only lets
- * `--allow-all` programs read `/proc` directly, so this runs `cat` on `/proc/stat` and
- * `/proc/<pid>/stat` (utime and stime are fields 14 and 15, in 1/100 s).
+ * CPU time used so far by each process in `pids` and by the machine, and each process's resident
+ * memory. Deno only lets `--allow-all` programs read `/proc` directly, so this runs `cat` on
+ * `/proc/stat` and `/proc/<pid>/stat` (utime and stime are fields 14 and 15, in 1/100 s; rss is
+ * field 24, in 4 KiB pages).
  */
 export async function cpuSnapshot(pids: number[]): Promise<CpuSnapshot> {
   const out = await new Deno.Command("cat", {
@@ -127,6 +130,7 @@ export async function cpuSnapshot(pids: number[]): Promise<CpuSnapshot> {
     stderr: "null",
   }).output();
   const byPid = new Map<number, number>();
+  const rssByPid = new Map<number, number>();
   let machineBusy = NaN;
   for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
     if (line.startsWith("cpu ")) {
@@ -140,8 +144,13 @@ export async function cpuSnapshot(pids: number[]): Promise<CpuSnapshot> {
     const pid = Number(line.slice(0, line.indexOf(" ")));
     const rest = line.slice(close + 2).split(" ");
     byPid.set(pid, (Number(rest[11]) + Number(rest[12])) / 100);
+    rssByPid.set(pid, Number(rest[21]) * 4096);
   }
-  return { procs: pids.map((p) => byPid.get(p) ?? NaN), machineBusy };
+  return {
+    procs: pids.map((p) => byPid.get(p) ?? NaN),
+    rssBytes: pids.map((p) => rssByPid.get(p) ?? NaN),
+    machineBusy,
+  };
 }
 
 /** Waits until `probe` resolves true, polling every `intervalMs`; throws after `timeoutMs`. */
