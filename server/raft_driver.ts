@@ -319,7 +319,7 @@ export class RaftDriver {
         store.createSnapshot(applied, cs);
         this.#snapIndex = applied;
         this.#pin(applied, view);
-        const compactTo = this.#compactPoint(applied, so.keepEntries, so.keepBytes);
+        const compactTo = this.#compactTarget(applied, so);
         if (compactTo > store.firstIndex() - 1) store.compact(compactTo);
         this.#o.log.info(
           `snapshot at ${applied}; log now [${store.firstIndex()}, ${store.lastIndex()}]`,
@@ -342,7 +342,29 @@ export class RaftDriver {
    * count alone kept hundreds of MiB of log in memory (RSS 700 MiB per node after 40 s of 4 KiB
    * puts, measured 2026-12-05).
    */
-  #compactPoint(applied: number, keep: number, maxBytes = KEEP_LOG_BYTES): number {
+  /**
+   * The index to compact through after a snapshot at `applied`: {@link #compactPoint} with the
+   * configured limits, except that a leader keeps the entries a follower it heard from recently
+   * still needs, up to four times the byte limit, so that a follower a few seconds behind under
+   * heavy writes catches up from the log instead of receiving the whole state.
+   */
+  #compactTarget(applied: number, so: SnapshotOptions): number {
+    const maxBytes = so.keepBytes ?? KEEP_LOG_BYTES;
+    let to = this.#compactPoint(applied, so.keepEntries, maxBytes);
+    if (this.#role !== "leader") return to;
+    let lagging = Infinity;
+    for (const [id, pr] of this.node.status().progress) {
+      if (id !== this.#o.id && pr.recentActive && pr.state !== "snapshot") {
+        lagging = Math.min(lagging, pr.match);
+      }
+    }
+    if (lagging < to) {
+      to = Math.max(lagging, this.#compactPoint(applied, so.keepEntries, 4 * maxBytes));
+    }
+    return to;
+  }
+
+  #compactPoint(applied: number, keep: number, maxBytes: number): number {
     const store = this.#o.store;
     const lo = Math.max(store.firstIndex(), applied - keep + 1);
     if (lo > applied) return applied - keep;

@@ -412,7 +412,11 @@ Deno.test("driver: proposals carry every field of their command and are answered
 });
 
 /** Node 1 of 1..3 made leader (votes from 2), over a real log whose syncs `syncs` can hold. */
-async function leader(dir: string, syncs: ReturnType<typeof gate>) {
+async function leader(
+  dir: string,
+  syncs: ReturnType<typeof gate>,
+  snap?: { entries: number; keepEntries: number; keepBytes: number },
+) {
   const store = await RaftLogStore.open(dir);
   const engine = await KVEngine.open("/sm", { fs: new MemFs(), sync: "none" });
   const sm = StateMachine.open(engine);
@@ -435,6 +439,12 @@ async function leader(dir: string, syncs: ReturnType<typeof gate>) {
     send: (msgs) => sent.push(...msgs),
     tickMs: 100,
     epoch: 1,
+    snapshots: snap === undefined ? undefined : {
+      engine,
+      dir,
+      ...snap,
+      send: () => Promise.reject(new Error("not in this test")),
+    },
   });
   driver.kick(); // applies the bootstrap membership entries (a node campaigns only after)
   await driver.idle();
@@ -540,6 +550,57 @@ Deno.test("driver: a leader's commit-only appends wait for the next append to ca
     await timer(10);
     const held = apps().slice(4);
     assert.deepEqual(held.map((m) => [m.to, m.entries.length, m.commit]), [[2, 0, i2], [3, 0, i2]]);
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    syncs.open();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("driver: a leader keeps the log a recently active follower still needs, up to 4x the byte cap", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  const syncs = gate();
+  try {
+    const value = new Uint8Array(1000).fill(7);
+    const size = 1100; // an entry with one 1000-byte put is a little over 1000 bytes
+    // Snapshot every 3 entries; keep up to 100 entries but only 2 entries' worth of bytes.
+    const a = await leader(dir, syncs, { entries: 3, keepEntries: 100, keepBytes: 2 * size });
+    const put = async (ackers: number[]) => {
+      const p = a.driver.propose(
+        { op: "put", key: enc.encode("k"), value, clientId: 0, seq: 0 },
+        5000,
+      );
+      await a.driver.idle();
+      const i = a.node.lastIndex();
+      a.driver.receive(ackers.map((f) => a.ack(f, i)));
+      await a.driver.idle();
+      assert.equal((await p).index, i);
+      return i;
+    };
+    // Node 3 acknowledges the first write, then falls behind (still answering: recently active).
+    const behind = await put([2, 3]);
+    const entrySize = a.store.entries(behind, behind + 1)[0]!.data.length;
+    assert.ok(entrySize > 978 && entrySize <= size, `entry size ${entrySize}`); // 2 fit in the cap, 3 do not; 8 in 4x, 9 do not
+    for (let k = 0; k < 5; k++) await put([2]);
+    a.driver.receive([a.ack(3, behind)]);
+    await a.driver.idle();
+    await settle();
+    const snapAt = a.store.snapshot().meta.index;
+    assert.ok(snapAt >= behind + 3, `no snapshot after the writes (at ${snapAt})`);
+    // The byte cap alone would keep 2 entries; node 3 still needs everything after `behind`.
+    assert.equal(a.store.firstIndex(), behind + 1);
+    // Further behind than 4x the cap (8 entries): the log is not kept for it.
+    for (let k = 0; k < 12; k++) await put([2]);
+    a.driver.receive([a.ack(3, behind)]);
+    await a.driver.idle();
+    await settle();
+    const applied = a.sm.applied;
+    assert.ok(a.store.firstIndex() > behind + 1, `log kept from ${a.store.firstIndex()}`);
+    assert.ok(
+      a.store.firstIndex() >= a.store.snapshot().meta.index - 8 + 1,
+      `kept more than 4x the cap: first ${a.store.firstIndex()}, applied ${applied}`,
+    );
     await a.driver.stop();
     await a.store.close();
   } finally {
