@@ -344,8 +344,8 @@ export class RaftDriver {
    */
   /**
    * The index to compact through after a snapshot at `applied`: {@link #compactPoint} with the
-   * configured limits, except that a leader keeps the entries a follower it heard from recently
-   * still needs, up to four times the byte limit, so that a follower a few seconds behind under
+   * configured limits, except that a leader keeps the entries a follower it is replicating to and
+   * heard from recently still needs, up to four times the byte limit, so that a follower a few seconds behind under
    * heavy writes catches up from the log instead of receiving the whole state.
    */
   #compactTarget(applied: number, so: SnapshotOptions): number {
@@ -354,7 +354,9 @@ export class RaftDriver {
     if (this.#role !== "leader") return to;
     let lagging = Infinity;
     for (const [id, pr] of this.node.status().progress) {
-      if (id !== this.#o.id && pr.recentActive && pr.state !== "snapshot") {
+      // Replicating and heard from: a follower whose stream broke is in probe state at once
+      // (the transport reports it unreachable), before recentActive lapses.
+      if (id !== this.#o.id && pr.recentActive && pr.state === "replicate") {
         lagging = Math.min(lagging, pr.match);
       }
     }

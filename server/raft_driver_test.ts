@@ -601,6 +601,17 @@ Deno.test("driver: a leader keeps the log a recently active follower still needs
       a.store.firstIndex() >= a.store.snapshot().meta.index - 8 + 1,
       `kept more than 4x the cap: first ${a.store.firstIndex()}, applied ${applied}`,
     );
+    // Node 3 catches up to 3 entries behind, then its stream breaks (the transport reports it
+    // unreachable): the log is no longer kept for it, although it was heard from recently.
+    const near = a.node.lastIndex() - 3;
+    a.driver.receive([a.ack(3, near)]);
+    await a.driver.idle();
+    a.driver.reportUnreachable(3);
+    for (let k = 0; k < 3; k++) await put([2]);
+    await settle();
+    const snap = a.store.snapshot().meta.index;
+    assert.ok(snap > near + 3, `no snapshot after the writes (at ${snap})`);
+    assert.equal(a.store.firstIndex(), snap - 1, "the byte cap alone applies");
     await a.driver.stop();
     await a.store.close();
   } finally {
