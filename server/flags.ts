@@ -71,7 +71,8 @@ Options:
                     snapshot and truncate the Raft log every N applied entries (default 10000)
                     or 32 MiB of them, keeping up to N/2 (at most 5000) entries and 16 MiB
                     behind the snapshot for lagging followers (a leader keeps up to 64 MiB
-                    for a follower it is streaming to)
+                    for a follower it is streaming to); a node's first snapshot after start
+                    waits ×1, ×4/3 or ×5/3 as long by id, so replicas flush at different times
   --read-mode M     how linearizable reads confirm leadership (default readindex):
                     readindex  a heartbeat round to a quorum per batch of reads
                     lease      no round while the leader holds a lease: a quorum echoed a

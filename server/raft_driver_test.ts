@@ -278,6 +278,33 @@ Deno.test("driver: the engine flush of a local snapshot does not hold the Ready 
   }
 });
 
+Deno.test("driver: a node's first snapshot waits by its id, so replicas do not all flush at once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
+  const flushGate = gate();
+  try {
+    // Node 2, snapshots every 3 entries: its first one waits for 4 (×4/3), later ones for 3.
+    const a = await follower(dir, { on: false }, { flushGate });
+    const step = async (prev: [number, number], idx: number[], commit: number) => {
+      a.driver.receive([app(1, 2, prev, idx.map((i) => entry(i, 2, `a${i}`)), commit)]);
+      await a.driver.idle();
+      await settle();
+      assert.equal(a.sm.applied, commit);
+    };
+    await step([3, 1], [], 3);
+    assert.equal(a.store.snapshot().meta.index, 0, "node 1's threshold (3) would snapshot here");
+    await step([3, 1], [4], 4);
+    assert.equal(a.store.snapshot().meta.index, 4);
+    await step([4, 2], [5, 6], 6);
+    assert.equal(a.store.snapshot().meta.index, 4);
+    await step([6, 2], [7], 7);
+    assert.equal(a.store.snapshot().meta.index, 7, "after the first, every 3 entries");
+    await a.driver.stop();
+    await a.store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("driver: the log kept behind a snapshot is capped in bytes as well as in entries", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ckv-driver-" });
   const flushGate = gate();
