@@ -347,16 +347,10 @@ export class RaftDriver {
   }
 
   /**
-   * The index to compact the log through after a snapshot at `applied`: the last `keep` entries
-   * stay for lagging followers to catch up from, but only as many of them as fit in `maxBytes`. An entry is a batch of commands (hundreds of KiB under load), so a
-   * count alone kept hundreds of MiB of log in memory (RSS 700 MiB per node after 40 s of 4 KiB
-   * puts, measured 2026-12-05).
-   */
-  /**
    * The index to compact through after a snapshot at `applied`: {@link #compactPoint} with the
    * configured limits, except that a leader keeps the entries a follower it is replicating to and
-   * heard from recently still needs, up to four times the byte limit, so that a follower a few seconds behind under
-   * heavy writes catches up from the log instead of receiving the whole state.
+   * heard from recently still needs, up to four times the byte limit, so that a follower a few
+   * seconds behind under heavy writes catches up from the log instead of receiving the whole state.
    */
   #compactTarget(applied: number, so: SnapshotOptions): number {
     const maxBytes = so.keepBytes ?? KEEP_LOG_BYTES;
@@ -376,6 +370,12 @@ export class RaftDriver {
     return to;
   }
 
+  /**
+   * The index to compact the log through after a snapshot at `applied`: the last `keep` entries
+   * stay for lagging followers to catch up from, but only as many of them as fit in `maxBytes`.
+   * An entry is a batch of commands (hundreds of KiB under load), so a count alone kept hundreds
+   * of MiB of log in memory (RSS 700 MiB per node after 40 s of 4 KiB puts, measured 2026-12-05).
+   */
   #compactPoint(applied: number, keep: number, maxBytes: number): number {
     const store = this.#o.store;
     const lo = Math.max(store.firstIndex(), applied - keep + 1);
