@@ -362,3 +362,27 @@ Deno.test("log store: back-to-back syncs through its reused write buffer keep ev
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("log store fsyncs a small write inline, without an event-loop turn, and a large one on the thread pool", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const s = await RaftLogStore.open(dir, { inlineSyncBytes: 1024 });
+    s.append(ents(1, 2, 1));
+    let turned = false;
+    const timer = setTimeout(() => turned = true, 0);
+    await s.sync();
+    // A timer runs only on an event-loop turn; an inline fsync resolves within microtasks.
+    assert.equal(turned, false);
+    clearTimeout(timer);
+    assert.deepEqual(s.syncStats, { syncs: 1, inlineSyncs: 1 });
+    s.append(ents(3, 4, 1, 2048));
+    await s.sync();
+    assert.deepEqual(s.syncStats, { syncs: 2, inlineSyncs: 1 });
+    s.closeWithoutSync();
+    const r = await RaftLogStore.open(dir);
+    assert.deepEqual(dump(r), ["1@1:1", "2@1:2", "3@1:3", "4@1:4"]);
+    await r.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
