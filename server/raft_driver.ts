@@ -909,7 +909,9 @@ export class RaftDriver {
    * hands them out again; the state machine skips what it applied. A membership change ends it
    * (those are applied in Ready order). A crash can leave the engine's applied index past this
    * node's log end; a restart clamps the core's applied index to the commit index, and the
-   * entries arrive again from the leader and are skipped.
+   * entries arrive again from the leader and are skipped. Only a large write's fsync leaves the
+   * event loop free for this: writes up to `INLINE_SYNC_BYTES` are fsynced on this thread
+   * (raft/log_store.ts).
    */
   #applyWhileSyncing(): void {
     const mid = this.#midSync;
