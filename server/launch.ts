@@ -53,12 +53,19 @@ export const NODE_ENV_VARS: readonly string[] = [
 ];
 
 /**
- * The V8 flags a node runs with: a young generation of 4 MiB semispaces (V8 grows them to 16 MiB
- * by default, and a node's garbage rate keeps them there). Measured 2026-12-05: the storage
- * benchmark's peak RSS fell from 285–307 to 200 MiB with every row as fast or faster; a cluster
- * A/B (both orders) gave puts 0.98–1.03× and linearizable gets 1.02–1.08× of the default.
+ * The V8 flags a node runs with:
+ * - a young generation of 4 MiB semispaces (V8 grows them to 16 MiB by default, and a node's
+ *   garbage rate keeps them there). Measured 2026-12-05: the storage benchmark's peak RSS fell
+ *   from 285–307 to 200 MiB with every row as fast or faster; a cluster A/B (both orders) gave
+ *   puts 0.98–1.03× and linearizable gets 1.02–1.08× of the default.
+ * - `--expose-gc`, so that the engine's compaction worker collects its garbage (on its own
+ *   thread) when its heap passes the recycle limit instead of being replaced: starting a Worker
+ *   blocks the node's event loop (storage/engine.ts `workerRecycleBytes`). Measured 2026-12-06,
+ *   an engine taking 4 KiB writes for 25 s, two runs each: 3–4 replacements and event-loop stalls
+ *   of up to 38–44 ms without it; none, and at most 21–25 ms, with it. Nothing in a node's
+ *   isolate calls `gc`.
  */
-export const NODE_V8_FLAGS = "--v8-flags=--max-semi-space-size=4";
+export const NODE_V8_FLAGS = "--v8-flags=--max-semi-space-size=4,--expose-gc";
 
 /** `--allow-sys` kinds a node needs (none so far; kept explicit). */
 export const NODE_SYS: readonly string[] = [];

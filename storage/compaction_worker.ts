@@ -63,7 +63,15 @@ export interface FlushRequest {
 }
 
 /** Any job the worker accepts (a request without `kind` is a compaction). */
-export type WorkerRequest = (CompactionRequest & { kind?: "compact" }) | FlushRequest;
+export type WorkerRequest =
+  & ((CompactionRequest & { kind?: "compact" }) | FlushRequest)
+  & {
+    /**
+     * When the worker's heap and external memory exceed this many bytes after the job, it runs a
+     * full garbage collection before replying, if the process exposes `gc` (V8's `--expose-gc`).
+     */
+    collectAboveBytes?: number;
+  };
 
 /**
  * Table output buffers kept across jobs. Built in a fresh buffer that doubles as it fills, each
@@ -153,6 +161,8 @@ export type CompactionReply =
     arena?: ArrayBuffer;
     /** The worker's heap and external memory after the job (bytes), set by the worker loop. */
     heapBytes?: number;
+    /** Whether the worker collected garbage before replying (see `collectAboveBytes`). */
+    collected?: boolean;
   }
   | {
     id: number;
@@ -163,6 +173,7 @@ export type CompactionReply =
     offset?: number;
     arena?: ArrayBuffer;
     heapBytes?: number;
+    collected?: boolean;
   };
 
 /** Runs one job (exported for tests; the worker calls it per message). */
@@ -240,6 +251,28 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
   }
 }
 
+/**
+ * Sets `reply.heapBytes` from `memory()` and, above `limit`, first runs `gc` (when there is one)
+ * and marks the reply `collected`. A worker's V8 heap grows under sustained load and its garbage,
+ * table buffers among it, is collected lazily; a full collection here (a few milliseconds, on the
+ * worker's thread) usually brings it back under the limit, which spares the engine replacing the
+ * worker: starting one blocks the engine's thread for tens of milliseconds.
+ */
+export function settleMemory(
+  reply: CompactionReply,
+  limit: number | undefined,
+  gc: (() => void) | undefined,
+  memory: () => { heapTotal: number; external: number },
+): void {
+  let m = memory();
+  if (limit !== undefined && m.heapTotal + m.external > limit && gc !== undefined) {
+    gc();
+    m = memory();
+    reply.collected = true;
+  }
+  reply.heapBytes = m.heapTotal + m.external;
+}
+
 interface _WorkerScope {
   onmessage: ((ev: MessageEvent<WorkerRequest>) => void) | null;
   postMessage(message: unknown, transfer?: Transferable[]): void;
@@ -252,8 +285,8 @@ if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !==
     const req = ev.data;
     const job = req.kind === "flush" ? runFlush(req) : runCompaction(req);
     job.then((reply) => {
-      const m = Deno.memoryUsage();
-      reply.heapBytes = m.heapTotal + m.external;
+      const gc = (globalThis as { gc?: () => void }).gc;
+      settleMemory(reply, req.collectAboveBytes, gc, Deno.memoryUsage);
       scope.postMessage(reply, reply.arena ? [reply.arena] : []);
     });
   };

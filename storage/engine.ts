@@ -129,7 +129,9 @@ export interface KVEngineOptions {
   /**
    * A worker whose heap (plus external memory) exceeds this many bytes after a job is terminated
    * once no job is outstanding, and the next job starts a fresh one (default 48 MiB): a V8 heap
-   * grows under sustained load and never gives memory back on its own.
+   * grows under sustained load and never gives memory back on its own. In a process run with
+   * V8's `--expose-gc` (a node is) the worker first collects its garbage, on its own thread, and is
+   * replaced only if that leaves it above the limit.
    */
   workerRecycleBytes?: number;
   /**
@@ -436,6 +438,8 @@ export class KVEngine {
   #workerBusyAt = 0;
   /** Workers terminated for outgrowing {@link KVEngineOptions.workerRecycleBytes}. */
   #workerRestarts = 0;
+  /** Jobs after which the worker collected its garbage to stay under the recycle limit. */
+  #workerCollections = 0;
   readonly #workerRecycleBytes: number;
   /** Worker jobs awaiting their reply, by job id. */
   #workerPending = new Map<
@@ -1718,6 +1722,7 @@ export class KVEngine {
     this.#workerIdle = undefined;
     this.#workerBusyAt = performance.now();
     const w = this.#worker ??= this.#startWorker();
+    req.collectAboveBytes = this.#workerRecycleBytes;
     return new Promise<CompactionReply>((resolve, reject) => {
       this.#workerPending.set(req.id, { resolve, reject });
       w.postMessage(req, transfer);
@@ -1733,6 +1738,7 @@ export class KVEngine {
       const job = pending.get(ev.data.id);
       pending.delete(ev.data.id);
       this.#workerBusyAt = performance.now();
+      if (ev.data.collected) this.#workerCollections++;
       // A V8 heap grows under sustained load (its young generation grows and never shrinks, its
       // garbage is collected lazily) and gives nothing back: a worker that has outgrown the
       // limit is replaced between jobs, which frees all of it. The new one starts now, so that
@@ -1922,6 +1928,7 @@ export class KVEngine {
     workerFlushes: number;
     workerRestarts: number;
     workerStarts: number;
+    workerCollections: number;
     workerRunning: boolean;
     slowdowns: number;
   } {
@@ -1938,6 +1945,7 @@ export class KVEngine {
       workerFlushes: this.#workerFlushes,
       workerRestarts: this.#workerRestarts,
       workerStarts: this.#workerStarts,
+      workerCollections: this.#workerCollections,
       workerRunning: this.#worker !== undefined,
       slowdowns: this.#slowdowns,
     };

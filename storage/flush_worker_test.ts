@@ -5,7 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { BlockCache } from "./block_cache.ts";
-import { pooledTableBuffers, runFlush } from "./compaction_worker.ts";
+import {
+  type CompactionReply,
+  pooledTableBuffers,
+  runFlush,
+  settleMemory,
+} from "./compaction_worker.ts";
 import { KVEngine, type KVEngineOptions } from "./engine.ts";
 import { DenoFs } from "./fs.ts";
 import { KIND_DELETE, KIND_PUT } from "./iterator.ts";
@@ -220,6 +225,65 @@ Deno.test("a worker past workerRecycleBytes is replaced between jobs and no writ
     assert.ok(stats.workerRestarts >= 2, `worker never replaced: ${JSON.stringify(stats)}`);
     assert.ok(stats.workerFlushes + stats.workerCompactions > stats.workerRestarts);
     await assertReopensTo(dir, opts, model);
+  });
+});
+
+Deno.test("a worker over the limit collects its garbage before replying, when it can; the reply says so", () => {
+  const reply = (): CompactionReply => ({ id: 1, ok: true, outputs: [] });
+  const readings = (...ms: number[]) => {
+    let i = 0;
+    return () => ({ heapTotal: ms[Math.min(i++, ms.length - 1)]!, external: 1 });
+  };
+  let collections = 0;
+  const gc = () => void collections++;
+  // Over the limit: one collection, and the size after it is what the engine judges.
+  const over = reply();
+  settleMemory(over, 50, gc, readings(100, 40));
+  assert.deepEqual([over.collected, over.heapBytes, collections], [true, 41, 1]);
+  // Under the limit: no collection.
+  const under = reply();
+  settleMemory(under, 50, gc, readings(30, 10));
+  assert.deepEqual([under.collected, under.heapBytes, collections], [undefined, 31, 1]);
+  // No gc in this process (no --expose-gc), or no limit given: the size as it is.
+  const noGc = reply();
+  settleMemory(noGc, 50, undefined, readings(100, 40));
+  assert.deepEqual([noGc.collected, noGc.heapBytes], [undefined, 101]);
+  const noLimit = reply();
+  settleMemory(noLimit, undefined, gc, readings(100, 40));
+  assert.deepEqual([noLimit.collected, noLimit.heapBytes, collections], [undefined, 101, 1]);
+});
+
+Deno.test("in a process with --expose-gc the engine's worker collects its garbage past workerRecycleBytes", async () => {
+  await withTempDir(async (dir) => {
+    const engine = new URL("./engine.ts", import.meta.url).href;
+    // 1 byte is below any heap: every job ends with a collection, and the worker is still
+    // replaced because collecting cannot get it under that.
+    const script = `
+      import { KVEngine } from ${JSON.stringify(engine)};
+      const db = await KVEngine.open(${JSON.stringify(dir)}, {
+        memtableBytes: 64 * 1024, sync: "none", log: () => {}, keepWorker: true,
+        workerRecycleBytes: 1,
+      });
+      const v = new Uint8Array(1000).fill(7);
+      for (let i = 0; i < 300; i++) await db.put(new TextEncoder().encode("k" + i), v);
+      await db.flush();
+      const got = await db.get(new TextEncoder().encode("k299"));
+      await db.close();
+      console.log(JSON.stringify({ ...db.stats(), got: got?.length, gc: typeof globalThis.gc }));
+    `;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--v8-flags=--expose-gc", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const stats = JSON.parse(text.split("\n").pop()!);
+    assert.equal(stats.gc, "function");
+    assert.equal(stats.got, 1000);
+    assert.ok(stats.workerFlushes >= 2, `too few flushes: ${text}`);
+    assert.ok(stats.workerCollections >= stats.workerFlushes, `no collections: ${text}`);
+    assert.ok(stats.workerRestarts >= 1, text);
   });
 });
 
