@@ -16,7 +16,7 @@ import { type BenchRow, renderSvg, renderTable } from "./chart.ts";
 import { LoadClient, type LoadResult, type LoadSpec, type Workload, WORKLOADS } from "./load.ts";
 import type { SystemName } from "./load_adapters.ts";
 import type { NodeCommand } from "./load_concordkv.ts";
-import { type BenchCluster, cpuSnapshot } from "./load_cluster.ts";
+import { type BenchCluster, cpuSnapshot, waitQuiet } from "./load_cluster.ts";
 import { ensureEtcd, EtcdCluster } from "./etcd_cluster.ts";
 import { type CpuProfile, formatProfile, summarizeProfile } from "./load_profile.ts";
 
@@ -33,6 +33,8 @@ Options:
   --quick              short runs, base case only (under ~2 minutes)
   --duration S         measured seconds per run (default 5, quick 2)
   --warmup S           warm-up seconds per run (default 1, quick 0.5)
+  --settle S           before each run, wait up to S seconds for the machine to go quiet
+                       (under 0.25 cores busy; default 10, quick 2, 0 = don't wait)
   --ops N              measure a fixed number of operations per run instead of --duration
   --systems LIST       systems in run order (default concordkv,etcd); also "stub", an
                        in-memory grpc-js KVStore (no Raft, no disk: the grpc-js ceiling),
@@ -58,6 +60,8 @@ export interface ClusterBenchOptions {
   quick: boolean;
   durationS: number;
   warmupS: number;
+  /** Before each measured run, wait up to this long for the machine to go quiet (0: don't). */
+  settleS: number;
   /** Fixed measured operations per run (instead of `durationS`). */
   ops?: number;
   /** System labels in run order: a {@linkcode SystemName}, or `concordkv@DIR`. */
@@ -96,6 +100,7 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
       quick: { type: "boolean", default: false },
       duration: { type: "string" },
       warmup: { type: "string" },
+      settle: { type: "string" },
       ops: { type: "string" },
       systems: { type: "string", default: "concordkv,etcd" },
       concurrency: { type: "string", default: "1,16,64,256" },
@@ -134,6 +139,7 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
     quick,
     durationS: positive(values.duration ?? (quick ? "2" : "5"), "--duration"),
     warmupS: positive(values.warmup ?? (quick ? "0.5" : "1"), "--warmup"),
+    settleS: positive(values.settle ?? (quick ? "2" : "10"), "--settle"),
     ops: values.ops === undefined ? undefined : Math.max(1, positive(values.ops, "--ops", true)),
     systems,
     concurrency,
@@ -175,6 +181,9 @@ export function systemKind(
       `concordkv[@DIR]+flag=value)`,
   );
 }
+
+/** A machine using at most this many cores (both clusters idle, the client waiting) is quiet. */
+const SETTLE_MAX_CORES = 0.25;
 
 /** One planned step: a preload (`fill`) or a measured run. */
 export interface Step {
@@ -345,6 +354,11 @@ async function runStep(
     cluster.leaderProcess,
     ...cluster.processes.filter((p) => p !== cluster.leaderProcess),
   ].map((p) => p.pid);
+  // The other system, or this one, may still be compacting after its last step: measure each
+  // step on a quiet machine, so that neither system pays for the other's leftovers.
+  if (step.measured && opts.settleS > 0) {
+    await waitQuiet({ maxCores: SETTLE_MAX_CORES, windowMs: 300, timeoutMs: opts.settleS * 1000 });
+  }
   const cpuBefore = await cpuSnapshot(pids);
   const cpu0 = process.cpuUsage();
   const w0 = performance.now();
@@ -570,7 +584,9 @@ export async function main(args: string[]): Promise<number> {
     `${report.machine.cpus} CPUs, Deno ${report.machine.deno}` +
     (report.machine.etcd ? `, etcd ${report.machine.etcd}` : "") +
     `; ${opts.ops === undefined ? `${opts.durationS} s` : `${opts.ops} ops`} per run after ` +
-    `${opts.warmupS} s warm-up${opts.interleave ? ", systems interleaved" : ""}; ` +
+    `${opts.warmupS} s warm-up` +
+    (opts.settleS > 0 ? `, each on a quiet machine (waited up to ${opts.settleS} s)` : "") +
+    `${opts.interleave ? ", systems interleaved" : ""}; ` +
     `clients → ${opts.target}, ` +
     `${opts.channels} channels/endpoint`;
   console.log(`\n${header}\n\n${table}\n`);

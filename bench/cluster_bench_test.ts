@@ -7,6 +7,7 @@ Deno.test("cluster bench defaults: both systems, four concurrencies, variants on
   deepEqual(o.systems, ["concordkv", "etcd"]);
   deepEqual(o.concurrency, [1, 16, 64, 256]);
   equal(o.durationS, 5);
+  equal(o.settleS, 10);
   equal(o.variants, true);
   equal(o.target, "leader");
   equal(o.interleave, false);
@@ -24,8 +25,12 @@ Deno.test("--quick shortens runs and drops the variants", () => {
   const o = parseClusterBenchArgs(["--quick", "--systems", "etcd"]);
   if (o === "help") throw new Error("help");
   equal(o.durationS, 2);
+  equal(o.settleS, 2);
   equal(o.variants, false);
   deepEqual(o.systems, ["etcd"]);
+  const none = parseClusterBenchArgs(["--settle", "0"]);
+  if (none === "help") throw new Error("help");
+  equal(none.settleS, 0);
   const steps = planSteps(o);
   equal(steps.filter((s) => s.measured).length, 16);
   equal(steps[0]!.spec.workload, "fill");

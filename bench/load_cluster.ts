@@ -153,6 +153,30 @@ export async function cpuSnapshot(pids: number[]): Promise<CpuSnapshot> {
   };
 }
 
+/**
+ * Waits until the whole machine used at most `maxCores` over one `windowMs` window (both clusters
+ * idle: no compaction, flush or snapshot left over from an earlier step of either system), or
+ * `timeoutMs` passed. Returns how long it waited, in ms. `busy` reads the machine's busy CPU
+ * seconds (default: /proc/stat via {@linkcode cpuSnapshot}).
+ */
+export async function waitQuiet(
+  opts: { maxCores: number; windowMs: number; timeoutMs: number },
+  busy: () => Promise<number> = async () => (await cpuSnapshot([])).machineBusy,
+): Promise<number> {
+  const t0 = performance.now();
+  let before = await busy();
+  let at = performance.now();
+  for (;;) {
+    await new Promise((r) => setTimeout(r, opts.windowMs));
+    const now = await busy();
+    const nowAt = performance.now();
+    const cores = (now - before) / ((nowAt - at) / 1000);
+    if (cores <= opts.maxCores || nowAt - t0 >= opts.timeoutMs) return nowAt - t0;
+    before = now;
+    at = nowAt;
+  }
+}
+
 /** Waits until `probe` resolves true, polling every `intervalMs`; throws after `timeoutMs`. */
 export async function waitFor(
   what: string,
