@@ -25,6 +25,11 @@ export interface BenchRow {
   misses: number;
   /** CPU cores used by the load client process during the run (warm-up included). */
   clientCores: number;
+  /**
+   * How late the load client's 5 ms timer ran in the window, ms: the longest delay, and all delays
+   * over 2 ms added up. GC pauses of the client show here, and so does a saturated client thread.
+   */
+  clientLagMs?: { maxMs: number; totalMs: number };
   /** CPU cores used by each server process, leader first. */
   serverCores: number[];
   /** CPU cores used by other processes on the machine during the run (noise). */

@@ -272,6 +272,7 @@ function fmtRun(
     `servers=${srv.map((c) => c.toFixed(2)).join("/")} other=${other.toFixed(2)}` +
     ` leader=${r.throughput > 0 ? Math.round((srv[0]! * 1e6) / r.throughput) : "—"}µs/op` +
     ` rss=${rssMiB.join("/")} MiB` +
+    ` client-lag=${r.clientLag.maxMs}/${r.clientLag.totalMs} ms (max/total)` +
     `${other > 0.25 ? " (NOISY: other processes used CPU)" : ""}${errs}${miss}`;
 }
 
@@ -398,6 +399,7 @@ async function runStep(
     seconds: r.seconds,
     misses: r.misses,
     clientCores: Math.round(clientCores * 100) / 100,
+    clientLagMs: r.clientLag,
     serverCores: serverCores.map((c) => Math.round(c * 100) / 100),
     otherCores: Math.round(otherCores * 100) / 100,
     serverRssMiB: rssMiB,

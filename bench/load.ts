@@ -59,6 +59,57 @@ export interface LoadPart {
   windowMs: number;
   /** Reads that found no value (a preload problem if non-zero). */
   misses: number;
+  /** How long this thread's event loop stood still during the window ({@linkcode StallMonitor}). */
+  stall: StallSummary;
+}
+
+/** Event-loop stalls of a load thread during a window, ms. */
+export interface StallSummary {
+  /** The longest stall. */
+  maxMs: number;
+  /** All stalls longer than {@linkcode STALL_MIN_MS}, added up. */
+  totalMs: number;
+}
+
+/** A timer turn this much later than due counts as a stall. */
+export const STALL_MIN_MS = 2;
+
+/**
+ * Watches the calling thread's event loop with a 5 ms interval timer: a turn that comes more than
+ * {@linkcode STALL_MIN_MS} late means the thread could not run it (a GC pause, a long stretch of
+ * callbacks, no free core), and every reply that arrived meanwhile waited as long before its
+ * latency was taken. Scavenges of the load client itself (grpc-js on `node:http2`) take 10–45 ms
+ * here (bench/PROFILE.md, session 7); at a few hundred clients the thread is busy all the time and
+ * the total approaches the window.
+ */
+export class StallMonitor {
+  #timer: ReturnType<typeof setInterval>;
+  #last = performance.now();
+  #maxMs = 0;
+  #totalMs = 0;
+  static readonly INTERVAL_MS = 5;
+
+  constructor() {
+    this.#timer = setInterval(() => this.#tick(), StallMonitor.INTERVAL_MS);
+  }
+
+  #tick(): void {
+    const now = performance.now();
+    const late = now - this.#last - StallMonitor.INTERVAL_MS;
+    this.#last = now;
+    if (late > STALL_MIN_MS) {
+      this.#totalMs += late;
+      if (late > this.#maxMs) this.#maxMs = late;
+    }
+  }
+
+  /** Stops watching (counting a stall still in progress) and returns what was seen. */
+  stop(): StallSummary {
+    this.#tick();
+    clearInterval(this.#timer);
+    const r = (x: number) => Math.round(x * 10) / 10;
+    return { maxMs: r(this.#maxMs), totalMs: r(this.#totalMs) };
+  }
 }
 
 /** A finished run with percentiles. */
@@ -72,6 +123,8 @@ export interface LoadResult {
   latencyMs: LatencySummary;
   misses: number;
   hist: HistogramData;
+  /** The load threads' event-loop lag ({@linkcode StallMonitor}): the longest, and the largest per-thread total. */
+  clientLag: StallSummary;
 }
 
 /** What part of a run one thread does. */
@@ -116,8 +169,11 @@ export function mergeParts(parts: LoadPart[]): LoadResult {
   const hist = new Histogram();
   let ops = 0, errors = 0, misses = 0, windowMs = 0;
   const errorKinds: Record<string, number> = {};
+  const clientLag: StallSummary = { maxMs: 0, totalMs: 0 };
   for (const p of parts) {
     hist.merge(p.hist);
+    clientLag.maxMs = Math.max(clientLag.maxMs, p.stall.maxMs);
+    clientLag.totalMs = Math.max(clientLag.totalMs, p.stall.totalMs);
     ops += p.ops;
     errors += p.errors;
     misses += p.misses;
@@ -134,6 +190,7 @@ export function mergeParts(parts: LoadPart[]): LoadResult {
     latencyMs: hist.summary(),
     misses,
     hist: hist.toData(),
+    clientLag,
   };
 }
 
@@ -153,6 +210,10 @@ export async function runLoops(
   const errorKinds: Record<string, number> = {};
   let ops = 0, errors = 0, misses = 0;
 
+  // Start from a collected heap (when the isolate was started with --expose-gc, as `deno task
+  // bench` does), so that a run does not pay for the client garbage left by the run before it,
+  // which may have been another system's.
+  (globalThis as { gc?: () => void }).gc?.();
   const delay = share.startAt - Date.now();
   if (delay > 0) await new Promise((r) => setTimeout(r, delay));
   const t0 = performance.now();
@@ -233,9 +294,19 @@ export async function runLoops(
       }
     }
   };
-  await Promise.all(Array.from({ length: share.concurrency }, (_, i) => loop(i)));
+  // Stalls are counted over the measured window only (the warm-up's are not).
+  let monitor: StallMonitor | undefined;
+  const warm = measureFrom - performance.now();
+  const monitorStart = setTimeout(() => monitor = new StallMonitor(), Math.max(0, warm));
+  let stall: StallSummary = { maxMs: 0, totalMs: 0 };
+  try {
+    await Promise.all(Array.from({ length: share.concurrency }, (_, i) => loop(i)));
+  } finally {
+    clearTimeout(monitorStart);
+    if (monitor !== undefined) stall = (monitor as StallMonitor).stop();
+  }
   const windowMs = measureTo === Infinity ? lastDone - measureFrom : spec.durationMs;
-  return { hist: hist.toData(), ops, errors, errorKinds, windowMs, misses };
+  return { hist: hist.toData(), ops, errors, errorKinds, windowMs, misses, stall };
 }
 
 /** Messages to a load worker. */

@@ -1,5 +1,5 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { keyOf, mergeParts, runLoops, splitEven, valueOf } from "./load.ts";
+import { keyOf, mergeParts, runLoops, splitEven, StallMonitor, valueOf } from "./load.ts";
 import type { KvAdapter } from "./load_adapters.ts";
 import { Histogram } from "./load_stats.ts";
 
@@ -27,6 +27,7 @@ Deno.test("mergeParts sums counts and computes throughput over the window", () =
       errorKinds: { UNAVAILABLE: 1 },
       windowMs: 2000,
       misses: 0,
+      stall: { maxMs: 12, totalMs: 30 },
     },
     {
       hist: h2.toData(),
@@ -35,6 +36,7 @@ Deno.test("mergeParts sums counts and computes throughput over the window", () =
       errorKinds: { UNAVAILABLE: 2 },
       windowMs: 2000,
       misses: 1,
+      stall: { maxMs: 20, totalMs: 25 },
     },
   ]);
   equal(r.ops, 400);
@@ -43,6 +45,49 @@ Deno.test("mergeParts sums counts and computes throughput over the window", () =
   equal(r.throughput, 200);
   equal(r.misses, 1);
   equal(r.hist.count, 2);
+  // Threads stall in parallel: the longest stall, and the worst thread's total.
+  deepEqual(r.clientLag, { maxMs: 20, totalMs: 30 });
+});
+
+function blockFor(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) { /* the thread is busy, as in a GC pause */ }
+}
+
+Deno.test("StallMonitor reports a thread that stood still", async () => {
+  const m = new StallMonitor();
+  await new Promise((r) => setTimeout(r, 20));
+  blockFor(60);
+  await new Promise((r) => setTimeout(r, 20));
+  const s = m.stop();
+  ok(s.maxMs >= 50, `max ${s.maxMs}`);
+  ok(s.totalMs >= s.maxMs);
+});
+
+Deno.test("a run reports the load thread's stalls in the window, not in the warm-up", async () => {
+  const store = fakeStore();
+  let t0 = 0;
+  let blocked = 0;
+  const part = await runLoops(
+    {
+      ...store,
+      async get(key) {
+        if (t0 === 0) t0 = performance.now();
+        const since = performance.now() - t0;
+        // One 100 ms stall in the warm-up (not counted), one of 80 ms in the window.
+        if ((blocked === 0 && since > 10) || (blocked === 1 && since > 200)) {
+          blockFor(blocked === 0 ? 100 : 80);
+          blocked++;
+        }
+        return await store.get(key, false);
+      },
+    },
+    { workload: "get", keys: 10, valueSize: 8, concurrency: 1, warmupMs: 150, durationMs: 250 },
+    { concurrency: 1, startAt: Date.now() },
+  );
+  equal(blocked, 2);
+  ok(part.stall.maxMs >= 70, `max ${part.stall.maxMs}`);
+  ok(part.stall.totalMs < 80 + 90, `total ${part.stall.totalMs}`);
 });
 
 function fakeStore(failEvery = 0): KvAdapter & { puts: Map<string, number> } {
