@@ -27,7 +27,7 @@ export interface BenchRow {
   clientCores: number;
   /**
    * How late the load client's 5 ms timer ran in the window, ms: the longest delay, and all delays
-   * over 2 ms added up. GC pauses of the client show here, and so does a saturated client thread.
+   * over 5 ms added up. GC pauses of the client show here, and so does a saturated client thread.
    */
   clientLagMs?: { maxMs: number; totalMs: number };
   /** CPU cores used by each server process, leader first. */
