@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import { type BenchRow, renderSvg, renderTable } from "./chart.ts";
 import { LoadClient, type LoadResult, type LoadSpec, type Workload, WORKLOADS } from "./load.ts";
-import type { SystemName } from "./load_adapters.ts";
+import { CLIENT_KINDS, type ClientKind, type SystemName } from "./load_adapters.ts";
 import type { NodeCommand } from "./load_concordkv.ts";
 import { type BenchCluster, cpuSnapshot, waitQuiet } from "./load_cluster.ts";
 import { ensureEtcd, EtcdCluster } from "./etcd_cluster.ts";
@@ -50,6 +50,9 @@ Options:
                        back (fairer ratios on a machine shared with other work)
   --target T           leader (default: every channel to the leader) or all (spread over nodes)
   --channels N         grpc channels (connections) per endpoint (default 4)
+  --client C           the gRPC client driving both systems: grpc-js (default) or h2, a lean
+                       unary client on Deno.connect (bench/load_h2_client.ts) that pauses less
+                       and needs less CPU than grpc-js on node:http2
   --workers N          Web Workers running the load (default 0: the main thread)
   --profile DIR        run ConcordKV nodes under --cpu-prof, profiles in DIR/node-<id>
   --out PREFIX         output prefix (default bench/results/cluster-latest)
@@ -73,6 +76,8 @@ export interface ClusterBenchOptions {
   interleave: boolean;
   target: "leader" | "all";
   channels: number;
+  /** The gRPC client driving both systems. */
+  client: ClientKind;
   workers: number;
   profileDir?: string;
   out: string;
@@ -109,6 +114,7 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
       interleave: { type: "boolean", default: false },
       target: { type: "string", default: "leader" },
       channels: { type: "string", default: "4" },
+      client: { type: "string", default: "grpc-js" },
       workers: { type: "string", default: "0" },
       profile: { type: "string" },
       out: { type: "string" },
@@ -132,6 +138,9 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
   if (values.target !== "leader" && values.target !== "all") {
     throw new UsageError(`--target must be leader or all, got "${values.target}"`);
   }
+  if (!(CLIENT_KINDS as readonly string[]).includes(values.client!)) {
+    throw new UsageError(`--client must be ${CLIENT_KINDS.join(" or ")}, got "${values.client}"`);
+  }
   const quick = values.quick!;
   const concurrency = list(values.concurrency!).map((c) => positive(c, "--concurrency", true));
   if (concurrency.some((c) => c < 1)) throw new UsageError("--concurrency must be ≥ 1");
@@ -148,6 +157,7 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
     interleave: values.interleave!,
     target: values.target,
     channels: Math.max(1, positive(values.channels!, "--channels", true)),
+    client: values.client as ClientKind,
     workers: positive(values.workers!, "--workers", true),
     profileDir: values.profile,
     out: values.out ?? new URL("./results/cluster-latest", import.meta.url).pathname,
@@ -304,7 +314,7 @@ async function startSystem(
     const endpoints = opts.target === "leader" ? [cluster.leader] : cluster.endpoints;
     const client = await LoadClient.connect({
       system: systemKind(label).kind,
-      adapter: { endpoints, channelsPerEndpoint: opts.channels },
+      adapter: { endpoints, channelsPerEndpoint: opts.channels, client: opts.client },
       workers: opts.workers,
     });
     return { label, cluster, client, stop };
@@ -590,7 +600,7 @@ export async function main(args: string[]): Promise<number> {
     (opts.settleS > 0 ? `, each on a quiet machine (waited up to ${opts.settleS} s)` : "") +
     `${opts.interleave ? ", systems interleaved" : ""}; ` +
     `clients → ${opts.target}, ` +
-    `${opts.channels} channels/endpoint`;
+    `${opts.channels} channels/endpoint, ${opts.client} client`;
   console.log(`\n${header}\n\n${table}\n`);
   const svg = renderSvg(report.rows, {
     systems: opts.systems,

@@ -12,6 +12,7 @@ Deno.test("cluster bench defaults: both systems, four concurrencies, variants on
   equal(o.target, "leader");
   equal(o.interleave, false);
   equal(o.ops, undefined);
+  equal(o.client, "grpc-js");
 });
 
 Deno.test("--interleave and --ops are parsed", () => {
@@ -41,6 +42,9 @@ Deno.test("bad cluster bench flags are rejected", () => {
   throws(() => parseClusterBenchArgs(["--workloads", "scan"]), /unknown workload/);
   throws(() => parseClusterBenchArgs(["--target", "x"]), /--target/);
   throws(() => parseClusterBenchArgs(["--concurrency", "0"]), /≥ 1/);
+  throws(() => parseClusterBenchArgs(["--client", "curl"]), /--client must be grpc-js or h2/);
+  const h2 = parseClusterBenchArgs(["--client", "h2"]);
+  equal(h2 === "help" ? "" : h2.client, "h2");
   equal(parseClusterBenchArgs(["--help"]), "help");
 });
 

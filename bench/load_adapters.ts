@@ -8,6 +8,13 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import {
+  encodeConcordGet,
+  encodeEtcdRange,
+  encodePut,
+  H2Channel,
+  scanFields,
+} from "./load_h2_client.ts";
 
 /**
  * The systems the benchmark knows: ConcordKV, etcd, and two single-process in-memory KVStore stubs
@@ -33,7 +40,18 @@ export interface AdapterOptions {
   channelsPerEndpoint?: number;
   /** Per-call deadline. Default 10 s. */
   timeoutMs?: number;
+  /**
+   * The gRPC client: `grpc-js` (default) or `h2`, the lean one in bench/load_h2_client.ts. Both
+   * systems are always driven by the same one.
+   */
+  client?: ClientKind;
 }
+
+/** The gRPC clients the load generator can use. */
+export type ClientKind = "grpc-js" | "h2";
+
+/** The client kinds, for option parsing. */
+export const CLIENT_KINDS: readonly ClientKind[] = ["grpc-js", "h2"];
 
 type Callback = (err: grpc.ServiceError | null, res?: unknown) => void;
 type Unary = (req: unknown, opts: grpc.CallOptions, cb: Callback) => void;
@@ -184,11 +202,121 @@ export class EtcdAdapter implements KvAdapter {
   }
 }
 
-/** Creates the adapter of `system`. */
+/**
+ * `channelsPerEndpoint` {@linkcode H2Channel}s to each endpoint, picked round-robin: the same
+ * shape as {@linkcode GrpcPool}, for the lean client.
+ */
+export class H2Pool {
+  #endpoints: string[] = [];
+  #channels: H2Channel[] = [];
+  #next = 0;
+  #timeoutMs: number;
+
+  constructor(opts: AdapterOptions) {
+    const perEndpoint = opts.channelsPerEndpoint ?? 4;
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    for (const e of opts.endpoints) for (let i = 0; i < perEndpoint; i++) this.#endpoints.push(e);
+  }
+
+  /** Connects every channel (throws if one does not connect within `timeoutMs`). */
+  async ready(timeoutMs = 10_000): Promise<void> {
+    if (this.#channels.length > 0) return;
+    let timer = 0;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`not connected within ${timeoutMs} ms`)),
+        timeoutMs,
+      ) as unknown as number;
+    });
+    const dialing = Promise.all(this.#endpoints.map((e) => H2Channel.connect(e)));
+    try {
+      this.#channels = await Promise.race([dialing, timeout]);
+    } catch (e) {
+      dialing.then((cs) => cs.forEach((c) => c.close()), () => {});
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** One unary call on the next channel; resolves with the reply message. */
+  call(path: string, request: Uint8Array): Promise<Uint8Array> {
+    const c = this.#channels[this.#next];
+    if (c === undefined) return Promise.reject(new Error("H2Pool: ready() was not awaited"));
+    this.#next = (this.#next + 1) % this.#channels.length;
+    return c.unary(path, request, this.#timeoutMs);
+  }
+
+  /** Closes every channel. */
+  close(): void {
+    for (const c of this.#channels) c.close();
+    this.#channels = [];
+  }
+}
+
+/** ConcordKV through the lean client. */
+export class ConcordKvH2Adapter implements KvAdapter {
+  #pool: H2Pool;
+
+  constructor(opts: AdapterOptions) {
+    this.#pool = new H2Pool(opts);
+  }
+
+  /** Connects every channel. */
+  ready(timeoutMs?: number): Promise<void> {
+    return this.#pool.ready(timeoutMs);
+  }
+
+  async put(key: Uint8Array, value: Uint8Array): Promise<void> {
+    const res = await this.#pool.call("/kvstore.KVStore/Put", encodePut(key, value));
+    if (scanFields(res, 1).value !== 1) throw new Error("Put answered success=false");
+  }
+
+  async get(key: Uint8Array, serializable: boolean): Promise<boolean> {
+    const res = await this.#pool.call("/kvstore.KVStore/Get", encodeConcordGet(key, serializable));
+    return scanFields(res, 2).value === 1;
+  }
+
+  close(): void {
+    this.#pool.close();
+  }
+}
+
+/** etcd through the lean client. */
+export class EtcdH2Adapter implements KvAdapter {
+  #pool: H2Pool;
+
+  constructor(opts: AdapterOptions) {
+    this.#pool = new H2Pool(opts);
+  }
+
+  /** Connects every channel. */
+  ready(timeoutMs?: number): Promise<void> {
+    return this.#pool.ready(timeoutMs);
+  }
+
+  async put(key: Uint8Array, value: Uint8Array): Promise<void> {
+    await this.#pool.call("/etcdserverpb.KV/Put", encodePut(key, value));
+  }
+
+  async get(key: Uint8Array, serializable: boolean): Promise<boolean> {
+    const res = await this.#pool.call("/etcdserverpb.KV/Range", encodeEtcdRange(key, serializable));
+    return scanFields(res, -1, 2).count > 0;
+  }
+
+  close(): void {
+    this.#pool.close();
+  }
+}
+
+/** Creates the adapter of `system` (with the client `opts.client`, grpc-js by default). */
 export function createAdapter(
   system: SystemName,
   opts: AdapterOptions,
 ): KvAdapter & { ready(timeoutMs?: number): Promise<void> } {
+  if (opts.client === "h2") {
+    return system === "etcd" ? new EtcdH2Adapter(opts) : new ConcordKvH2Adapter(opts);
+  }
   return system === "etcd" ? new EtcdAdapter(opts) : new ConcordKvAdapter(opts);
 }
 
