@@ -254,58 +254,49 @@ export class H2Pool {
   }
 }
 
-/** ConcordKV through the lean client. */
-export class ConcordKvH2Adapter implements KvAdapter {
-  #pool: H2Pool;
+/** What both lean-client adapters share: the pool, `ready` and `close`. */
+abstract class H2Adapter implements KvAdapter {
+  protected readonly pool: H2Pool;
 
   constructor(opts: AdapterOptions) {
-    this.#pool = new H2Pool(opts);
+    this.pool = new H2Pool(opts);
   }
 
   /** Connects every channel. */
   ready(timeoutMs?: number): Promise<void> {
-    return this.#pool.ready(timeoutMs);
+    return this.pool.ready(timeoutMs);
   }
 
+  abstract put(key: Uint8Array, value: Uint8Array): Promise<void>;
+  abstract get(key: Uint8Array, serializable: boolean): Promise<boolean>;
+
+  close(): void {
+    this.pool.close();
+  }
+}
+
+/** ConcordKV through the lean client. */
+export class ConcordKvH2Adapter extends H2Adapter {
   async put(key: Uint8Array, value: Uint8Array): Promise<void> {
-    const res = await this.#pool.call("/kvstore.KVStore/Put", encodePut(key, value));
+    const res = await this.pool.call("/kvstore.KVStore/Put", encodePut(key, value));
     if (scanFields(res, 1).value !== 1) throw new Error("Put answered success=false");
   }
 
   async get(key: Uint8Array, serializable: boolean): Promise<boolean> {
-    const res = await this.#pool.call("/kvstore.KVStore/Get", encodeConcordGet(key, serializable));
+    const res = await this.pool.call("/kvstore.KVStore/Get", encodeConcordGet(key, serializable));
     return scanFields(res, 2).value === 1;
-  }
-
-  close(): void {
-    this.#pool.close();
   }
 }
 
 /** etcd through the lean client. */
-export class EtcdH2Adapter implements KvAdapter {
-  #pool: H2Pool;
-
-  constructor(opts: AdapterOptions) {
-    this.#pool = new H2Pool(opts);
-  }
-
-  /** Connects every channel. */
-  ready(timeoutMs?: number): Promise<void> {
-    return this.#pool.ready(timeoutMs);
-  }
-
+export class EtcdH2Adapter extends H2Adapter {
   async put(key: Uint8Array, value: Uint8Array): Promise<void> {
-    await this.#pool.call("/etcdserverpb.KV/Put", encodePut(key, value));
+    await this.pool.call("/etcdserverpb.KV/Put", encodePut(key, value));
   }
 
   async get(key: Uint8Array, serializable: boolean): Promise<boolean> {
-    const res = await this.#pool.call("/etcdserverpb.KV/Range", encodeEtcdRange(key, serializable));
+    const res = await this.pool.call("/etcdserverpb.KV/Range", encodeEtcdRange(key, serializable));
     return scanFields(res, -1, 2).count > 0;
-  }
-
-  close(): void {
-    this.#pool.close();
   }
 }
 

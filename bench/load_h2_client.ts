@@ -29,6 +29,7 @@
  * @module
  */
 import { encodeHeaders, HpackDecoder } from "../server/h2/hpack.ts";
+import { putVarint, varintLength } from "../storage/coding.ts";
 import {
   FLAG_ACK,
   FLAG_END_HEADERS,
@@ -544,24 +545,6 @@ function unavailable(e: unknown): GrpcCallError {
 
 // --- The four request messages and what the bench reads of the replies (proto3 wire format). ---
 
-function varintLen(n: number): number {
-  let l = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    l++;
-  }
-  return l;
-}
-
-function putVarint(b: Uint8Array, o: number, n: number): number {
-  while (n >= 0x80) {
-    b[o++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  b[o++] = n;
-  return o;
-}
-
 /** Encodes `bytes` fields (field number, value; empty values omitted) and `bool` fields (true only). */
 function encodeFields(
   bytesFields: [number, Uint8Array][],
@@ -569,9 +552,9 @@ function encodeFields(
 ): Uint8Array {
   let n = 0;
   for (const [f, v] of bytesFields) {
-    if (v.length > 0) n += varintLen(f << 3) + varintLen(v.length) + v.length;
+    if (v.length > 0) n += varintLength(f << 3) + varintLength(v.length) + v.length;
   }
-  for (const [f, v] of boolFields) if (v) n += varintLen(f << 3) + 1;
+  for (const [f, v] of boolFields) if (v) n += varintLength(f << 3) + 1;
   const b = new Uint8Array(n);
   let o = 0;
   for (const [f, v] of bytesFields) {
