@@ -45,6 +45,8 @@ import {
   FRAME_SETTINGS,
   FRAME_WINDOW_UPDATE,
   FrameWriter,
+  H2_CANCEL,
+  H2_REFUSED_STREAM,
   PREFACE,
   SETTINGS_ENABLE_PUSH,
   SETTINGS_INITIAL_WINDOW_SIZE,
@@ -86,8 +88,6 @@ interface Call {
   /** Response body bytes (gRPC-framed), in pieces. */
   body: Uint8Array[];
   bodyLen: number;
-  /** Saw the response HEADERS (the next HEADERS are the trailers). */
-  gotHeaders: boolean;
   status: number | undefined;
   message: string;
 }
@@ -107,6 +107,10 @@ export class H2Channel {
   #broken: GrpcCallError | undefined;
   #decoder = new HpackDecoder();
   #out = new FrameWriter();
+  /** The buffer of the write in flight; swapped with `#out` by each flush. */
+  #spare = new FrameWriter();
+  /** HPACK request header blocks by path (the rest of a request's headers never change). */
+  #headerBlocks = new Map<string, Uint8Array>();
   #flushQueued = false;
   #writing = false;
   #nextId = 1;
@@ -151,7 +155,6 @@ export class H2Channel {
         reject,
         body: [],
         bodyLen: 0,
-        gotHeaders: false,
         status: undefined,
         message: "",
       };
@@ -198,7 +201,9 @@ export class H2Channel {
       this.#conn = conn;
       this.#broken = undefined;
       this.#decoder = new HpackDecoder();
-      this.#out.reset();
+      // Fresh buffers: a write still failing on the old connection keeps its own.
+      this.#out = new FrameWriter();
+      this.#spare = new FrameWriter();
       this.#writing = false;
       this.#nextId = 1;
       this.#sendWindow = DEFAULT_WINDOW;
@@ -237,10 +242,8 @@ export class H2Channel {
       return;
     }
     const call = req.call;
-    const msg = new Uint8Array(5 + req.body.length);
-    new DataView(msg.buffer).setUint32(1, req.body.length);
-    msg.set(req.body, 5);
-    if (msg.length > this.#peerStreamWindow) {
+    const size = 5 + req.body.length;
+    if (size > this.#peerStreamWindow) {
       call.reject(
         new GrpcCallError(GRPC_INTERNAL, "request larger than the server's stream window"),
       );
@@ -249,17 +252,32 @@ export class H2Channel {
     call.id = this.#nextId;
     this.#nextId += 2;
     this.#calls.set(call.id, call);
-    const block = encodeHeaders([
-      [":method", "POST"],
-      [":scheme", "http"],
-      [":path", req.path],
-      [":authority", this.endpoint],
-      ["content-type", "application/grpc"],
-      ["te", "trailers"],
-    ]);
+    let block = this.#headerBlocks.get(req.path);
+    if (block === undefined) {
+      block = encodeHeaders([
+        [":method", "POST"],
+        [":scheme", "http"],
+        [":path", req.path],
+        [":authority", this.endpoint],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+      ]);
+      this.#headerBlocks.set(req.path, block);
+    }
     this.#out.frame(FRAME_HEADERS, FLAG_END_HEADERS, call.id, block);
-    if (this.#blocked.length > 0) this.#blocked.push([call.id, msg]);
-    else this.#sendData(call.id, msg);
+    if (this.#blocked.length === 0 && size <= this.#peerMaxFrame && size <= this.#sendWindow) {
+      // The usual case: the whole message in one DATA frame, written in place.
+      this.#out.header(size, FRAME_DATA, FLAG_END_STREAM, call.id);
+      this.#out.grpcPrefix(req.body.length);
+      this.#out.put(req.body);
+      this.#sendWindow -= size;
+    } else {
+      const msg = new Uint8Array(size);
+      new DataView(msg.buffer).setUint32(1, req.body.length);
+      msg.set(req.body, 5);
+      if (this.#blocked.length > 0) this.#blocked.push([call.id, msg]);
+      else this.#sendData(call.id, msg);
+    }
     this.#queueFlush();
   }
 
@@ -290,15 +308,18 @@ export class H2Channel {
     const conn = this.#conn;
     if (conn === undefined || this.#out.length === 0 || this.#writing) return;
     this.#writing = true;
-    const bytes = this.#out.bytes().slice();
-    this.#out.reset();
+    const w = this.#out;
+    this.#out = this.#spare;
+    this.#spare = w;
+    const bytes = w.bytes();
     try {
       let o = 0;
       while (o < bytes.length) o += await conn.write(bytes.subarray(o));
     } catch (e) {
       this.#breakConn(conn, unavailable(e));
     } finally {
-      this.#writing = false;
+      w.reset();
+      if (this.#conn === conn) this.#writing = false; // (#dial resets it for a new one)
     }
     if (this.#out.length > 0) this.#queueFlush();
   }
@@ -390,7 +411,8 @@ export class H2Channel {
         const c = this.#calls.get(sid);
         const code = ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
         if (c !== undefined) {
-          this.#finish(c, code === 0x7 ? GRPC_UNAVAILABLE : GRPC_INTERNAL, `RST_STREAM ${code}`);
+          const status = code === H2_REFUSED_STREAM ? GRPC_UNAVAILABLE : GRPC_INTERNAL;
+          this.#finish(c, status, `RST_STREAM ${code}`);
         }
         return;
       }
@@ -446,7 +468,6 @@ export class H2Channel {
         c.message = `HTTP status ${value}`;
       }
     }
-    c.gotHeaders = true;
     if (this.#hdrEndStream) this.#complete(c);
   }
 
@@ -503,7 +524,7 @@ export class H2Channel {
     for (const c of [...this.#calls.values()]) {
       if (now - c.started > c.deadlineMs) {
         this.#out.header(4, FRAME_RST_STREAM, 0, c.id);
-        this.#out.u32(0x8);
+        this.#out.u32(H2_CANCEL);
         this.#finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
       }
     }
