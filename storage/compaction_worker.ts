@@ -13,8 +13,8 @@ import { BlockCache } from "./block_cache.ts";
 import { ByteWriter } from "./coding.ts";
 import { writeCompacted } from "./compaction.ts";
 import { CorruptionError, StorageError } from "./errors.ts";
-import { DenoFs } from "./fs.ts";
-import { type InternalIterator, MergingIterator } from "./iterator.ts";
+import { DenoFs, type FileSystem, MemFs } from "./fs.ts";
+import { type InternalIterator, KIND_PUT, MergingIterator } from "./iterator.ts";
 import { MemTable } from "./memtable.ts";
 import { type Block, LevelIterator, Table, writeTableFile } from "./sstable.ts";
 import type { LevelRanges } from "./compaction.ts";
@@ -62,9 +62,29 @@ export interface FlushRequest {
   path: string;
 }
 
+/**
+ * A warm-up job: flush and compact synthetic tables in memory (no file is written), so that V8
+ * compiles the table-writing and merging code before the first real job. Cold, a node's first
+ * flush of a 3–5 MiB memtable came with 150–200 ms of CPU on V8's background threads (compiling,
+ * collecting) on top of the job itself, 60–85 ms warmed up; on a loaded 2-core machine that
+ * slowed every node's puts for ~200 ms (measured 2026-12-06, bench/PROFILE.md). The engine sends
+ * one to every worker it keeps.
+ */
+export interface WarmUpRequest {
+  /** Job kind. */
+  kind: "warm";
+  /** Job id, echoed in the reply. */
+  id: number;
+  /** Entries per synthetic table (default {@link WARM_UP_ENTRIES}). */
+  entries?: number;
+}
+
+/** Entries per synthetic table of a {@link WarmUpRequest}. */
+export const WARM_UP_ENTRIES = 6000;
+
 /** Any job the worker accepts (a request without `kind` is a compaction). */
 export type WorkerRequest =
-  & ((CompactionRequest & { kind?: "compact" }) | FlushRequest)
+  & ((CompactionRequest & { kind?: "compact" }) | FlushRequest | WarmUpRequest)
   & {
     /**
      * When the worker's heap and external memory exceed this many bytes after the job, it runs a
@@ -111,8 +131,10 @@ export function pooledTableBuffers(): number[] {
 }
 
 /** Runs one flush job (exported for tests; the worker calls it per message). */
-export async function runFlush(req: FlushRequest): Promise<CompactionReply> {
-  const fs = new DenoFs();
+export async function runFlush(
+  req: FlushRequest,
+  fs: FileSystem = new DenoFs(),
+): Promise<CompactionReply> {
   const outputs: Extract<CompactionReply, { ok: true }>["outputs"] = [];
   const out = _takeWriter(req.arena.byteLength + (64 << 10));
   try {
@@ -177,8 +199,10 @@ export type CompactionReply =
   };
 
 /** Runs one job (exported for tests; the worker calls it per message). */
-export async function runCompaction(req: CompactionRequest): Promise<CompactionReply> {
-  const fs = new DenoFs();
+export async function runCompaction(
+  req: CompactionRequest,
+  fs: FileSystem = new DenoFs(),
+): Promise<CompactionReply> {
   const cache = new BlockCache<Block>(0);
   const tables: Table[] = [];
   const outputs: Extract<CompactionReply, { ok: true }>["outputs"] = [];
@@ -252,6 +276,45 @@ export async function runCompaction(req: CompactionRequest): Promise<CompactionR
 }
 
 /**
+ * Runs a {@link WarmUpRequest} (exported for tests): two synthetic memtables of `entries` keys
+ * each (16 decimal digits; the second table's keys start at `entries / 2`, so it overwrites half
+ * of the first's; a value is 256 bytes of `(key + table) & 0xff`), each flushed to a table, then
+ * the two tables compacted, all on `fs` (a fresh {@link MemFs}: nothing touches the disk). The
+ * reply lists the compaction's outputs (`/warm-out-<i>.tmp` on `fs`).
+ */
+export async function runWarmUp(
+  req: WarmUpRequest,
+  fs: FileSystem = new MemFs(),
+): Promise<CompactionReply> {
+  const n = req.entries ?? WARM_UP_ENTRIES;
+  const key = new Uint8Array(16);
+  const value = new Uint8Array(256);
+  const inputs: Array<{ path: string; number: number }> = [];
+  let seq = 0;
+  for (let t = 0; t < 2; t++) {
+    const mem = new MemTable(0, { arenaBytes: n * (key.length + value.length + 64) });
+    for (let i = 0; i < n; i++) {
+      const k = t * (n >> 1) + i;
+      for (let j = key.length - 1, v = k; j >= 0; j--, v = Math.floor(v / 10)) key[j] = 48 + v % 10;
+      value.fill((k + t) & 0xff);
+      mem.add(key, ++seq, KIND_PUT, value);
+    }
+    const path = `/warm-${t}.tmp`;
+    const flushed = await runFlush({ kind: "flush", id: req.id, arena: mem.copyArena(), path }, fs);
+    if (!flushed.ok) return { ...flushed, arena: undefined };
+    inputs.unshift({ path, number: t + 1 }); // newest first, as for level-0 inputs
+  }
+  return await runCompaction({
+    id: req.id,
+    inputs,
+    smallestSnapshot: seq,
+    deeper: [],
+    splitBytes: 2 << 20,
+    tmpPrefix: "/warm-out-",
+  }, fs);
+}
+
+/**
  * Sets `reply.heapBytes` from `memory()` and, above `limit`, first runs `gc` (when there is one)
  * and marks the reply `collected`. A worker's V8 heap grows under sustained load and its garbage,
  * table buffers among it, is collected lazily; a full collection here (a few milliseconds, on the
@@ -283,7 +346,11 @@ if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !==
   const scope = globalThis as unknown as _WorkerScope;
   scope.onmessage = (ev) => {
     const req = ev.data;
-    const job = req.kind === "flush" ? runFlush(req) : runCompaction(req);
+    const job = req.kind === "flush"
+      ? runFlush(req)
+      : req.kind === "warm"
+      ? runWarmUp(req)
+      : runCompaction(req);
     job.then((reply) => {
       const gc = (globalThis as { gc?: () => void }).gc;
       settleMemory(reply, req.collectAboveBytes, gc, Deno.memoryUsage);

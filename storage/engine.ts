@@ -426,6 +426,8 @@ export class KVEngine {
   readonly #keepWorker: boolean;
   /** Workers started (at open with keepWorker, on demand otherwise, and replacements). */
   #workerStarts = 0;
+  /** Warm-up jobs the worker completed (one per worker started with keepWorker). */
+  #workerWarmUps = 0;
   readonly #workerMinBytes: number;
   #worker: Worker | undefined;
   #jobId = 0;
@@ -1734,6 +1736,19 @@ export class KVEngine {
     const worker = new Worker(_WORKER_URL.href, { type: "module" });
     this.#workerStarts++;
     const pending = this.#workerPending;
+    // A kept worker first compiles its code on synthetic tables (see WarmUpRequest), so that the
+    // first real flush does not come with V8's compiler threads busy on top of it.
+    if (this.#keepWorker) {
+      const id = ++this.#jobId;
+      pending.set(id, {
+        resolve: (r) => {
+          if (r.ok) this.#workerWarmUps++;
+          else this.#log(`compaction worker warm-up failed: ${r.message}`);
+        },
+        reject: () => {},
+      });
+      worker.postMessage({ kind: "warm", id } satisfies WorkerRequest);
+    }
     worker.onmessage = (ev: MessageEvent<CompactionReply>) => {
       const job = pending.get(ev.data.id);
       pending.delete(ev.data.id);
@@ -1928,6 +1943,7 @@ export class KVEngine {
     workerFlushes: number;
     workerRestarts: number;
     workerStarts: number;
+    workerWarmUps: number;
     workerCollections: number;
     workerRunning: boolean;
     slowdowns: number;
@@ -1945,6 +1961,7 @@ export class KVEngine {
       workerFlushes: this.#workerFlushes,
       workerRestarts: this.#workerRestarts,
       workerStarts: this.#workerStarts,
+      workerWarmUps: this.#workerWarmUps,
       workerCollections: this.#workerCollections,
       workerRunning: this.#worker !== undefined,
       slowdowns: this.#slowdowns,

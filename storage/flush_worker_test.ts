@@ -9,10 +9,11 @@ import {
   type CompactionReply,
   pooledTableBuffers,
   runFlush,
+  runWarmUp,
   settleMemory,
 } from "./compaction_worker.ts";
 import { KVEngine, type KVEngineOptions } from "./engine.ts";
-import { DenoFs } from "./fs.ts";
+import { DenoFs, MemFs } from "./fs.ts";
 import { KIND_DELETE, KIND_PUT } from "./iterator.ts";
 import { MemTable } from "./memtable.ts";
 import { type Block, Table } from "./sstable.ts";
@@ -324,6 +325,12 @@ Deno.test("keepWorker starts the worker at open and keeps it through idle time; 
     try {
       assert.equal(db.stats().workerRunning, true);
       assert.equal(db.stats().workerStarts, 1);
+      // Its first job is the warm-up, queued at start; its reply arrives within seconds.
+      const until = Date.now() + 10_000;
+      while (db.stats().workerWarmUps === 0 && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(db.stats().workerWarmUps, 1);
       const model = await writeSome(db, 37);
       await db.compact();
       const flushes = db.stats().workerFlushes;
@@ -343,4 +350,33 @@ Deno.test("keepWorker starts the worker at open and keeps it through idle time; 
     }
     assert.equal(db.stats().workerRunning, false);
   });
+});
+
+Deno.test("the worker's warm-up job flushes and compacts synthetic tables in memory only", async () => {
+  const fs = new MemFs();
+  const n = 1000;
+  const reply = await runWarmUp({ kind: "warm", id: 9, entries: n }, fs);
+  assert.ok(reply.ok, JSON.stringify(reply));
+  assert.equal(reply.id, 9);
+  assert.equal(reply.outputs.length, 1);
+  // Keys 0..1499: the compaction kept one version of each, the newer one where both tables had it.
+  assert.equal(reply.outputs[0]!.entries, n + n / 2);
+  const table = await Table.open(fs, reply.outputs[0]!.path, {
+    number: 1,
+    cache: new BlockCache<Block>(0),
+  });
+  try {
+    const it = table.iterator();
+    let k = 0;
+    for (it.seekToFirst(); it.valid; it.next(), k++) {
+      assert.equal(s(it.key), String(k).padStart(16, "0"));
+      assert.equal(it.kind, KIND_PUT);
+      const t = k >= n / 2 ? 1 : 0;
+      assert.deepEqual(it.value, new Uint8Array(256).fill((k + t) & 0xff));
+    }
+    assert.equal(k, n + n / 2);
+  } finally {
+    table.close();
+  }
+  await assert.rejects(Deno.stat("/warm-out-0.tmp"), Deno.errors.NotFound);
 });
