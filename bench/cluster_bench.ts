@@ -13,7 +13,14 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { type BenchRow, renderSvg, renderTable } from "./chart.ts";
-import { LoadClient, type LoadResult, type LoadSpec, type Workload, WORKLOADS } from "./load.ts";
+import {
+  LoadClient,
+  type LoadResult,
+  type LoadSpec,
+  mergeRuns,
+  type Workload,
+  WORKLOADS,
+} from "./load.ts";
 import { CLIENT_KINDS, type ClientKind, type SystemName } from "./load_adapters.ts";
 import type { NodeCommand } from "./load_concordkv.ts";
 import { type BenchCluster, cpuSnapshot, waitQuiet } from "./load_cluster.ts";
@@ -48,6 +55,9 @@ Options:
   --no-variants        skip the 4 KiB-value and 100k-key runs (implied by --quick)
   --interleave         start all systems first, then run each step on all of them back to
                        back (fairer ratios on a machine shared with other work)
+  --mirror             with --interleave (implied): run each step in two halves of the
+                       duration, the second in reverse order (A B, then B A), and merge them,
+                       so that no system gains from running first or second
   --target T           leader (default: every channel to the leader) or all (spread over nodes)
   --channels N         grpc channels (connections) per endpoint (default 4)
   --client C           the gRPC client driving both systems: grpc-js (default) or h2, a lean
@@ -74,6 +84,8 @@ export interface ClusterBenchOptions {
   variants: boolean;
   /** Run each step on every system back to back instead of one system after the other. */
   interleave: boolean;
+  /** Interleaved, run each measured step in two halves, the second in reverse system order. */
+  mirror: boolean;
   target: "leader" | "all";
   channels: number;
   /** The gRPC client driving both systems. */
@@ -112,6 +124,7 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
       workloads: { type: "string", default: WORKLOADS.join(",") },
       "no-variants": { type: "boolean", default: false },
       interleave: { type: "boolean", default: false },
+      mirror: { type: "boolean", default: false },
       target: { type: "string", default: "leader" },
       channels: { type: "string", default: "4" },
       client: { type: "string", default: "grpc-js" },
@@ -154,7 +167,8 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
     concurrency,
     workloads: workloads as Workload[],
     variants: !quick && !values["no-variants"],
-    interleave: values.interleave!,
+    interleave: values.interleave! || values.mirror!,
+    mirror: values.mirror!,
     target: values.target,
     channels: Math.max(1, positive(values.channels!, "--channels", true)),
     client: values.client as ClientKind,
@@ -347,18 +361,36 @@ async function stopSystem(
   }
 }
 
-/** Runs one step against a started system; returns its row (undefined for a preload). */
-async function runStep(
+/** One measured run of a step on one system (a table row, or half of one with `--mirror`). */
+export interface Measurement {
+  spec: LoadSpec;
+  r: LoadResult;
+  /** Wall-clock seconds of the run. */
+  wall: number;
+  clientCores: number;
+  serverCores: number[];
+  otherCores: number;
+  rssMiB: number[];
+}
+
+/**
+ * Runs one step against a started system for `fraction` of the run length (duration or op
+ * count); returns its measurement, or undefined for a preload.
+ */
+async function measureStep(
   s: RunningSystem,
   step: Step,
   opts: ClusterBenchOptions,
-): Promise<BenchRow | undefined> {
+  fraction = 1,
+): Promise<Measurement | undefined> {
   const { label: system, cluster, client } = s;
   const spec: LoadSpec = {
     ...step.spec,
     warmupMs: step.measured ? opts.warmupS * 1000 : 0,
-    durationMs: opts.durationS * 1000,
-    ops: step.measured ? opts.ops : undefined,
+    durationMs: opts.durationS * 1000 * fraction,
+    ops: step.measured && opts.ops !== undefined
+      ? Math.max(1, Math.ceil(opts.ops * fraction))
+      : undefined,
   };
   // Leader first, as in cluster.endpoints.
   const pids = [
@@ -394,7 +426,36 @@ async function runStep(
     return undefined;
   }
   const rssMiB = cpuAfter.rssBytes.map((b) => Math.round(b / 1048576));
-  say(fmtRun(system, spec, r, clientCores, serverCores, otherCores, rssMiB));
+  return { spec, r, wall, clientCores, serverCores, otherCores, rssMiB };
+}
+
+/**
+ * Two halves of a mirrored step as one measurement: results merged as consecutive runs
+ * ({@linkcode mergeRuns}), CPU figures averaged over their wall time, memory from the later half.
+ */
+export function combineMeasurements(a: Measurement, b: Measurement): Measurement {
+  const wall = a.wall + b.wall;
+  const avg = (x: number, y: number) => wall > 0 ? (x * a.wall + y * b.wall) / wall : 0;
+  return {
+    spec: { ...a.spec, durationMs: a.spec.durationMs + b.spec.durationMs },
+    r: mergeRuns([a.r, b.r]),
+    wall,
+    clientCores: avg(a.clientCores, b.clientCores),
+    serverCores: a.serverCores.map((c, i) => avg(c, b.serverCores[i] ?? 0)),
+    otherCores: avg(a.otherCores, b.otherCores),
+    rssMiB: b.rssMiB,
+  };
+}
+
+/** A measurement's run line. */
+function fmtMeasurement(system: string, m: Measurement): string {
+  return fmtRun(system, m.spec, m.r, m.clientCores, m.serverCores, m.otherCores, m.rssMiB);
+}
+
+/** Prints a measurement's run line and returns its table row. */
+function rowOf(system: string, m: Measurement): BenchRow {
+  const { spec, r, clientCores, serverCores, otherCores, rssMiB } = m;
+  say(fmtMeasurement(system, m));
   return {
     system,
     workload: spec.workload,
@@ -414,6 +475,27 @@ async function runStep(
     otherCores: Math.round(otherCores * 100) / 100,
     serverRssMiB: rssMiB,
   };
+}
+
+/** Runs one step against a started system; returns its row (undefined for a preload). */
+async function runStep(
+  s: RunningSystem,
+  step: Step,
+  opts: ClusterBenchOptions,
+): Promise<BenchRow | undefined> {
+  const m = await measureStep(s, step, opts);
+  return m === undefined ? undefined : rowOf(s.label, m);
+}
+
+/**
+ * The order of one interleaved step's runs, as passes over system indices: steps alternate
+ * which system goes first; mirrored, a second pass runs them again in reverse (A B, B A), so
+ * that every system runs once first and once last.
+ */
+export function stepOrder(systems: number, step: number, mirror: boolean): number[][] {
+  const forward = Array.from({ length: systems }, (_, i) => i);
+  const first = step % 2 === 0 ? forward : forward.reverse();
+  return mirror ? [first, [...first].reverse()] : [first];
 }
 
 /** Runs every step against one system; the cluster is always stopped. */
@@ -456,15 +538,33 @@ export async function benchInterleaved(
       }
     }
     for (const [i, step] of planSteps(opts).entries()) {
-      for (const s of i % 2 === 0 ? [...running] : [...running].reverse()) {
-        try {
-          const row = await runStep(s, step, opts);
-          if (row !== undefined) onRow(row);
-        } catch (e) {
-          onFailure(s.label, e);
-          running = running.filter((x) => x !== s);
-          await stopSystem(s, opts, cleanup).catch(() => {});
+      const systems = [...running];
+      const passes = stepOrder(systems.length, i, opts.mirror && step.measured);
+      const halves = new Map<RunningSystem, Measurement[]>();
+      for (const pass of passes) {
+        for (const s of pass.map((k) => systems[k]!)) {
+          if (!running.includes(s)) continue; // failed in this step's first pass
+          try {
+            if (passes.length === 1) {
+              const row = await runStep(s, step, opts);
+              if (row !== undefined) onRow(row);
+            } else {
+              const m = await measureStep(s, step, opts, 1 / passes.length);
+              if (m === undefined) continue;
+              const done = [...(halves.get(s) ?? []), m];
+              halves.set(s, done);
+              say(`${fmtMeasurement(s.label, m)} [half ${done.length} of ${passes.length}]`);
+            }
+          } catch (e) {
+            onFailure(s.label, e);
+            running = running.filter((x) => x !== s);
+            await stopSystem(s, opts, cleanup).catch(() => {});
+          }
         }
+      }
+      for (const s of systems) {
+        const [a, b] = halves.get(s) ?? [];
+        if (a !== undefined && b !== undefined) onRow(rowOf(s.label, combineMeasurements(a, b)));
       }
     }
   } finally {
@@ -598,7 +698,8 @@ export async function main(args: string[]): Promise<number> {
     `; ${opts.ops === undefined ? `${opts.durationS} s` : `${opts.ops} ops`} per run after ` +
     `${opts.warmupS} s warm-up` +
     (opts.settleS > 0 ? `, each on a quiet machine (waited up to ${opts.settleS} s)` : "") +
-    `${opts.interleave ? ", systems interleaved" : ""}; ` +
+    `${opts.interleave ? ", systems interleaved" : ""}` +
+    `${opts.mirror ? " in mirrored halves (A B, B A)" : ""}; ` +
     `clients → ${opts.target}, ` +
     `${opts.channels} channels/endpoint, ${opts.client} client`;
   console.log(`\n${header}\n\n${table}\n`);

@@ -1,5 +1,15 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
-import { parseClusterBenchArgs, planSteps, systemKind } from "./cluster_bench.ts";
+import type { BenchRow } from "./chart.ts";
+import {
+  benchInterleaved,
+  combineMeasurements,
+  parseClusterBenchArgs,
+  planSteps,
+  stepOrder,
+  systemKind,
+} from "./cluster_bench.ts";
+import { mergeRuns } from "./load.ts";
+import { Histogram } from "./load_stats.ts";
 
 Deno.test("cluster bench defaults: both systems, four concurrencies, variants on", () => {
   const o = parseClusterBenchArgs([]);
@@ -85,4 +95,105 @@ Deno.test("concordkv@DIR names another checkout for an A/B run", () => {
   throws(() => systemKind("concordkv" + "+"), /unknown system/);
   throws(() => systemKind("redis"), /unknown system/);
   throws(() => parseClusterBenchArgs(["--systems", "etcd,etcd"]), /twice/);
+});
+
+Deno.test("--mirror implies --interleave", () => {
+  const o = parseClusterBenchArgs(["--mirror"]);
+  if (o === "help") throw new Error("help");
+  equal(o.mirror, true);
+  equal(o.interleave, true);
+  const d = parseClusterBenchArgs(["--interleave"]);
+  if (d === "help") throw new Error("help");
+  equal(d.mirror, false);
+});
+
+Deno.test("interleaved steps alternate the first system; mirrored ones run each first once", () => {
+  deepEqual(stepOrder(2, 0, false), [[0, 1]]);
+  deepEqual(stepOrder(2, 1, false), [[1, 0]]);
+  deepEqual(stepOrder(2, 0, true), [[0, 1], [1, 0]]);
+  deepEqual(stepOrder(2, 1, true), [[1, 0], [0, 1]]);
+  deepEqual(stepOrder(3, 2, true), [[0, 1, 2], [2, 1, 0]]);
+});
+
+Deno.test("two halves combine into one measurement weighted by their wall time", () => {
+  const half = (ops: number, seconds: number, wall: number, cores: number, rss: number) => {
+    const h = new Histogram();
+    for (let i = 0; i < ops; i++) h.record(1000 * (1 + (i % 3)));
+    const r = mergeRuns([{
+      ops,
+      errors: 0,
+      errorKinds: {},
+      seconds,
+      throughput: ops / seconds,
+      latencyMs: h.summary(),
+      misses: 0,
+      hist: h.toData(),
+      clientLag: { maxMs: 0, totalMs: 0 },
+    }]);
+    const spec = {
+      workload: "put" as const,
+      keys: 10,
+      valueSize: 8,
+      concurrency: 1,
+      warmupMs: 0,
+      durationMs: seconds * 1000,
+    };
+    return {
+      spec,
+      r,
+      wall,
+      clientCores: cores,
+      serverCores: [cores, cores / 2],
+      otherCores: 0,
+      rssMiB: [rss],
+    };
+  };
+  const m = combineMeasurements(half(300, 1, 1, 0.2, 100), half(900, 3, 3, 0.6, 120));
+  equal(m.r.ops, 1200);
+  equal(m.r.throughput, 300);
+  equal(m.spec.durationMs, 4000);
+  equal(m.wall, 4);
+  equal(Math.round(m.clientCores * 100) / 100, 0.5);
+  deepEqual(m.serverCores.map((c) => Math.round(c * 100) / 100), [0.5, 0.25]);
+  deepEqual(m.rssMiB, [120]);
+});
+
+Deno.test("a mirrored interleaved run measures each system in two halves and merges them", async () => {
+  const o = parseClusterBenchArgs([
+    "--mirror",
+    "--systems",
+    "stub,h2stub",
+    "--workloads",
+    "put",
+    "--concurrency",
+    "2",
+    "--no-variants",
+    "--duration",
+    "0.6",
+    "--warmup",
+    "0.1",
+    "--settle",
+    "0",
+    "--channels",
+    "1",
+  ]);
+  if (o === "help") throw new Error("help");
+  const rows: BenchRow[] = [];
+  const failures: string[] = [];
+  await benchInterleaved(
+    o.systems,
+    o,
+    (row) => rows.push(row),
+    (label, e) => failures.push(`${label}: ${e}`),
+    new Set(),
+  );
+  deepEqual(failures, []);
+  deepEqual(rows.map((r) => r.system), ["stub", "h2stub"]);
+  for (const r of rows) {
+    equal(r.errors, 0);
+    ok(r.ops > 0, `${r.system}: no operations`);
+    // Two halves of 0.3 s each make the row's 0.6 s.
+    ok(r.seconds >= 0.55 && r.seconds < 0.9, `${r.system}: ${r.seconds} s measured`);
+    equal(Math.round(r.throughput), Math.round(r.ops / r.seconds));
+  }
 });

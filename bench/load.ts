@@ -199,6 +199,39 @@ export function mergeParts(parts: LoadPart[]): LoadResult {
 }
 
 /**
+ * Merges results of runs made one after the other (e.g. the two halves of a mirrored step):
+ * counts, histograms and measured seconds add up, throughput is over the summed seconds; the
+ * client lag is the longest stall and the summed totals.
+ */
+export function mergeRuns(runs: LoadResult[]): LoadResult {
+  const hist = new Histogram();
+  let ops = 0, errors = 0, misses = 0, seconds = 0;
+  const errorKinds: Record<string, number> = {};
+  const clientLag: StallSummary = { maxMs: 0, totalMs: 0 };
+  for (const r of runs) {
+    hist.merge(r.hist);
+    ops += r.ops;
+    errors += r.errors;
+    misses += r.misses;
+    seconds += r.seconds;
+    clientLag.maxMs = Math.max(clientLag.maxMs, r.clientLag.maxMs);
+    clientLag.totalMs = Math.round((clientLag.totalMs + r.clientLag.totalMs) * 10) / 10;
+    for (const [k, v] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + v;
+  }
+  return {
+    ops,
+    errors,
+    errorKinds,
+    seconds: Math.round(seconds * 1000) / 1000,
+    throughput: seconds > 0 ? Math.round((ops / seconds) * 10) / 10 : 0,
+    latencyMs: hist.summary(),
+    misses,
+    hist: hist.toData(),
+    clientLag,
+  };
+}
+
+/**
  * Runs `share.concurrency` loops of `spec` against `adapter` in this thread. Loops start at
  * `startAt` (epoch ms, so that workers start together); the window opens after the warm-up.
  */

@@ -1,5 +1,13 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { keyOf, mergeParts, runLoops, splitEven, StallMonitor, valueOf } from "./load.ts";
+import {
+  keyOf,
+  mergeParts,
+  mergeRuns,
+  runLoops,
+  splitEven,
+  StallMonitor,
+  valueOf,
+} from "./load.ts";
 import type { KvAdapter } from "./load_adapters.ts";
 import { Histogram } from "./load_stats.ts";
 
@@ -47,6 +55,34 @@ Deno.test("mergeParts sums counts and computes throughput over the window", () =
   equal(r.hist.count, 2);
   // Threads stall in parallel: the longest stall, and the worst thread's total.
   deepEqual(r.clientLag, { maxMs: 20, totalMs: 30 });
+});
+
+Deno.test("mergeRuns adds up runs made one after the other", () => {
+  const h1 = new Histogram(), h2 = new Histogram();
+  for (let i = 0; i < 99; i++) h1.record(1000);
+  h2.record(50_000);
+  const part = (hist: Histogram, ops: number, windowMs: number, stallMs: number) =>
+    mergeParts([{
+      hist: hist.toData(),
+      ops,
+      errors: ops === 1 ? 1 : 0,
+      errorKinds: ops === 1 ? { DEADLINE_EXCEEDED: 1 } : {},
+      windowMs,
+      misses: 0,
+      stall: { maxMs: stallMs, totalMs: stallMs },
+    }]);
+  const r = mergeRuns([part(h1, 99, 2000, 8), part(h2, 1, 500, 30)]);
+  equal(r.ops, 100);
+  equal(r.seconds, 2.5);
+  equal(r.throughput, 40);
+  equal(r.errors, 1);
+  deepEqual(r.errorKinds, { DEADLINE_EXCEEDED: 1 });
+  equal(r.hist.count, 100);
+  // The slow operation of the second run is the merged p99.9, not the first run's 1 ms.
+  ok(r.latencyMs.p999 >= 45, `p99.9 ${r.latencyMs.p999}`);
+  ok(r.latencyMs.p50 < 1.2, `p50 ${r.latencyMs.p50}`);
+  // Runs follow each other: their stalls add up.
+  deepEqual(r.clientLag, { maxMs: 30, totalMs: 38 });
 });
 
 function blockFor(ms: number): void {
