@@ -82,9 +82,28 @@ export interface WarmUpRequest {
 /** Entries per synthetic table of a {@link WarmUpRequest}. */
 export const WARM_UP_ENTRIES = 6000;
 
+/**
+ * Sent by the engine when it closes (no reply): every compaction running on the worker, and any
+ * started later, stops at its next pause (every 4,096 entries) or before its next output table,
+ * removes the tables it wrote and replies `{ ok: false, kind: "Cancelled" }`. Flushes are not
+ * affected. Nothing a compaction wrote is live before the engine installs it, so dropping one
+ * loses nothing; it saves close() from waiting for a long merge to finish.
+ */
+export interface CancelRequest {
+  /** Job kind. */
+  kind: "cancel";
+  /** Unused (no reply). */
+  id: number;
+}
+
 /** Any job the worker accepts (a request without `kind` is a compaction). */
 export type WorkerRequest =
-  & ((CompactionRequest & { kind?: "compact" }) | FlushRequest | WarmUpRequest)
+  & (
+    | (CompactionRequest & { kind?: "compact" })
+    | FlushRequest
+    | WarmUpRequest
+    | CancelRequest
+  )
   & {
     /**
      * When the worker's heap and external memory exceed this many bytes after the job, it runs a
@@ -198,10 +217,20 @@ export type CompactionReply =
     collected?: boolean;
   };
 
-/** Runs one job (exported for tests; the worker calls it per message). */
+/** Whether a {@link CancelRequest} reached this worker. */
+let _cancelled = false;
+
+/** Thrown inside a cancelled compaction. */
+class _Cancelled extends Error {}
+
+/**
+ * Runs one job (exported for tests; the worker calls it per message). `cancelled` is polled at
+ * every pause and before every output table (default: whether a {@link CancelRequest} arrived).
+ */
 export async function runCompaction(
   req: CompactionRequest,
   fs: FileSystem = new DenoFs(),
+  cancelled: () => boolean = () => _cancelled,
 ): Promise<CompactionReply> {
   const cache = new BlockCache<Block>(0);
   const tables: Table[] = [];
@@ -236,9 +265,13 @@ export async function runCompaction(
       splitBytes: req.splitBytes,
       // Every few thousand entries, let queued jobs run: a level-0 flush preempts a long
       // compaction (as in LevelDB), instead of waiting for it to end.
-      pause: () => new Promise((r) => setImmediate(r)),
+      pause: () => {
+        if (cancelled()) throw new _Cancelled();
+        return new Promise((r) => setImmediate(r));
+      },
       out,
       emit: async (bytes, info) => {
+        if (cancelled()) throw new _Cancelled();
         const path = `${req.tmpPrefix}${outputs.length}.tmp`;
         await writeTableFile(fs, path, bytes);
         outputs.push({
@@ -253,6 +286,9 @@ export async function runCompaction(
     return { id: req.id, ok: true, outputs };
   } catch (e) {
     for (const o of outputs) await fs.remove(o.path);
+    if (e instanceof _Cancelled) {
+      return { id: req.id, ok: false, message: "compaction cancelled", kind: "Cancelled" };
+    }
     if (e instanceof CorruptionError) {
       return {
         id: req.id,
@@ -346,6 +382,10 @@ if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !==
   const scope = globalThis as unknown as _WorkerScope;
   scope.onmessage = (ev) => {
     const req = ev.data;
+    if (req.kind === "cancel") {
+      _cancelled = true;
+      return;
+    }
     const job = req.kind === "flush"
       ? runFlush(req)
       : req.kind === "warm"

@@ -1845,7 +1845,13 @@ export class KVEngine {
       await settled;
       throw e;
     }
-    if (this.#closed) throw new ClosedError("closed during compaction");
+    if (this.#closed) {
+      // Finished while close() waited: its tables will never be installed.
+      if (reply.ok) {
+        for (const o of reply.outputs) await this.#fs.remove(o.path).catch(() => {});
+      }
+      throw new ClosedError("closed during compaction");
+    }
     if (reply.ok) this.#workerJobs++;
     if (!reply.ok) {
       if (reply.kind === "Corruption") {
@@ -2009,9 +2015,11 @@ export class KVEngine {
     await this.#commitRun.catch(() => {});
     await this.#walSyncDone();
     this.#onImm?.();
-    // A running worker compaction is let finish (its outputs are then dropped as temporary files,
-    // deleted on the next open): terminating the worker mid-write would leave its thread writing
-    // into the directory after the lock is released.
+    // Everything written is durable by now: a compaction running on the worker is told to stop
+    // at its next pause and remove what it wrote (a long merge would otherwise hold close() up
+    // for seconds), and is then waited for: terminating the worker mid-write would leave its
+    // thread writing into the directory after the lock is released.
+    this.#worker?.postMessage({ kind: "cancel", id: 0 } satisfies WorkerRequest);
     while (this.#bg !== undefined) await this.#bg.catch(() => {});
     await this.#manifestChain;
     while (this.#removals.size > 0) await Promise.all([...this.#removals]);

@@ -8,6 +8,7 @@ import { BlockCache } from "./block_cache.ts";
 import {
   type CompactionReply,
   pooledTableBuffers,
+  runCompaction,
   runFlush,
   runWarmUp,
   settleMemory,
@@ -379,4 +380,87 @@ Deno.test("the worker's warm-up job flushes and compacts synthetic tables in mem
     table.close();
   }
   await assert.rejects(Deno.stat("/warm-out-0.tmp"), Deno.errors.NotFound);
+});
+
+Deno.test("a cancelled compaction stops, removes the tables it wrote and says so", async () => {
+  const fs = new MemFs();
+  await fs.mkdir("/db");
+  // Two overlapping 5,000-entry tables: merged, ~10,000 entries (past the 4,096-entry pause).
+  const inputs: Array<{ path: string; number: number }> = [];
+  for (let t = 0; t < 2; t++) {
+    const m = new MemTable(0, { arenaBytes: 1 << 20 });
+    for (let i = 0; i < 5000; i++) {
+      m.add(b(`k${String(t * 2500 + i).padStart(6, "0")}`), t * 5000 + i + 1, KIND_PUT, b("v"));
+    }
+    const path = `/db/in-${t}.sst`;
+    const flushed = await runFlush({ kind: "flush", id: t, arena: m.copyArena(), path }, fs);
+    assert.ok(flushed.ok, JSON.stringify(flushed));
+    inputs.unshift({ path, number: t + 1 });
+  }
+  const req = {
+    id: 5,
+    inputs,
+    smallestSnapshot: 10_000,
+    deeper: [],
+    // One output table per ~256 entries: several are written before the first pause.
+    splitBytes: 4096,
+    tmpPrefix: "/db/compaction-5-",
+  };
+  let polls = 0;
+  const reply = await runCompaction(req, fs, () => ++polls > 3);
+  assert.equal(reply.ok, false);
+  if (reply.ok) return;
+  assert.equal(reply.kind, "Cancelled");
+  assert.equal(reply.id, 5);
+  assert.ok(polls > 3, `polled ${polls} times`);
+  assert.deepEqual((await fs.list("/db")).filter((n) => n.startsWith("compaction-")), []);
+  // Not cancelled, the same job writes its tables.
+  const done = await runCompaction(req, fs, () => false);
+  assert.ok(done.ok, JSON.stringify(done));
+  assert.ok(done.outputs.length > 3, `${done.outputs.length} outputs`);
+  assert.equal(done.outputs.reduce((n, o) => n + o.entries, 0), 7500);
+  const listed = (await fs.list("/db")).filter((n) => n.startsWith("compaction-"));
+  assert.equal(listed.length, done.outputs.length);
+});
+
+Deno.test("close during worker compactions leaves no compaction file behind and loses no write", async () => {
+  await withTempDir(async (dir) => {
+    const opts = {
+      memtableBytes: 512 * 1024,
+      tableBytes: 256 * 1024,
+      level1Bytes: 8 << 20,
+      sync: "none" as const,
+      keepWorker: true,
+      log: () => {},
+    };
+    const model = new Map<string, string>();
+    let workerCompactions = 0;
+    const value = "x".repeat(2000);
+    // Each round writes 2.5 MiB through 512 KiB memtables: every fourth level-0 table starts a
+    // merge of them all with level 1 on the worker, and the round closes right after its last
+    // write, so a merge is usually running: it is cancelled or dropped, never left behind.
+    for (let round = 0; round < 4; round++) {
+      const db = await KVEngine.open(dir, opts);
+      for (let i = 0; i < 1250; i++) {
+        const k = `key${String((i * 7919 + round * 313) % 5000).padStart(5, "0")}`;
+        const v = `${round}-${i}-${value}`;
+        await db.put(b(k), b(v));
+        model.set(k, v);
+      }
+      workerCompactions += db.stats().workerCompactions;
+      await db.close();
+      const left = [];
+      for await (const e of Deno.readDir(dir)) {
+        if (e.name.startsWith("compaction-")) left.push(e.name);
+      }
+      assert.deepEqual(left, [], `round ${round}`);
+    }
+    assert.ok(workerCompactions > 0, "no compaction ran on the worker");
+    const db = await KVEngine.open(dir, opts);
+    try {
+      for (const [k, v] of model) assert.equal(s(await db.get(b(k))), v, k);
+    } finally {
+      await db.close();
+    }
+  });
 });
