@@ -168,34 +168,55 @@ export function splitEven(total: number, parts: number): number[] {
   return Array.from({ length: parts }, (_, i) => base + (i < extra ? 1 : 0));
 }
 
-/** Merges worker parts into one result. */
-export function mergeParts(parts: LoadPart[]): LoadResult {
-  const hist = new Histogram();
-  let ops = 0, errors = 0, misses = 0, windowMs = 0;
-  const errorKinds: Record<string, number> = {};
-  const clientLag: StallSummary = { maxMs: 0, totalMs: 0 };
-  for (const p of parts) {
-    hist.merge(p.hist);
-    clientLag.maxMs = Math.max(clientLag.maxMs, p.stall.maxMs);
-    clientLag.totalMs = Math.max(clientLag.totalMs, p.stall.totalMs);
-    ops += p.ops;
-    errors += p.errors;
-    misses += p.misses;
-    windowMs = Math.max(windowMs, p.windowMs);
-    for (const [k, v] of Object.entries(p.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + v;
+/** What the parts of a result add up to; `seconds` and `clientLag` are combined by the caller. */
+interface _Sum {
+  hist: Histogram;
+  ops: number;
+  errors: number;
+  misses: number;
+  errorKinds: Record<string, number>;
+}
+
+function _sum(
+  items: Array<Pick<LoadPart, "hist" | "ops" | "errors" | "misses" | "errorKinds">>,
+): _Sum {
+  const sum: _Sum = { hist: new Histogram(), ops: 0, errors: 0, misses: 0, errorKinds: {} };
+  for (const p of items) {
+    sum.hist.merge(p.hist);
+    sum.ops += p.ops;
+    sum.errors += p.errors;
+    sum.misses += p.misses;
+    for (const [k, v] of Object.entries(p.errorKinds)) {
+      sum.errorKinds[k] = (sum.errorKinds[k] ?? 0) + v;
+    }
   }
-  const seconds = windowMs / 1000;
+  return sum;
+}
+
+function _result(sum: _Sum, seconds: number, clientLag: StallSummary): LoadResult {
   return {
-    ops,
-    errors,
-    errorKinds,
+    ops: sum.ops,
+    errors: sum.errors,
+    errorKinds: sum.errorKinds,
     seconds: Math.round(seconds * 1000) / 1000,
-    throughput: seconds > 0 ? Math.round((ops / seconds) * 10) / 10 : 0,
-    latencyMs: hist.summary(),
-    misses,
-    hist: hist.toData(),
+    throughput: seconds > 0 ? Math.round((sum.ops / seconds) * 10) / 10 : 0,
+    latencyMs: sum.hist.summary(),
+    misses: sum.misses,
+    hist: sum.hist.toData(),
     clientLag,
   };
+}
+
+/**
+ * Merges worker parts (run side by side) into one result: the window is the longest part's, the
+ * client lag the longest stall and the worst thread's total.
+ */
+export function mergeParts(parts: LoadPart[]): LoadResult {
+  const windowMs = Math.max(0, ...parts.map((p) => p.windowMs));
+  return _result(_sum(parts), windowMs / 1000, {
+    maxMs: Math.max(0, ...parts.map((p) => p.stall.maxMs)),
+    totalMs: Math.max(0, ...parts.map((p) => p.stall.totalMs)),
+  });
 }
 
 /**
@@ -204,31 +225,12 @@ export function mergeParts(parts: LoadPart[]): LoadResult {
  * client lag is the longest stall and the summed totals.
  */
 export function mergeRuns(runs: LoadResult[]): LoadResult {
-  const hist = new Histogram();
-  let ops = 0, errors = 0, misses = 0, seconds = 0;
-  const errorKinds: Record<string, number> = {};
-  const clientLag: StallSummary = { maxMs: 0, totalMs: 0 };
-  for (const r of runs) {
-    hist.merge(r.hist);
-    ops += r.ops;
-    errors += r.errors;
-    misses += r.misses;
-    seconds += r.seconds;
-    clientLag.maxMs = Math.max(clientLag.maxMs, r.clientLag.maxMs);
-    clientLag.totalMs = Math.round((clientLag.totalMs + r.clientLag.totalMs) * 10) / 10;
-    for (const [k, v] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + v;
-  }
-  return {
-    ops,
-    errors,
-    errorKinds,
-    seconds: Math.round(seconds * 1000) / 1000,
-    throughput: seconds > 0 ? Math.round((ops / seconds) * 10) / 10 : 0,
-    latencyMs: hist.summary(),
-    misses,
-    hist: hist.toData(),
-    clientLag,
-  };
+  const seconds = runs.reduce((t, r) => t + r.seconds, 0);
+  const total = runs.reduce((t, r) => t + r.clientLag.totalMs, 0);
+  return _result(_sum(runs), seconds, {
+    maxMs: Math.max(0, ...runs.map((r) => r.clientLag.maxMs)),
+    totalMs: Math.round(total * 10) / 10,
+  });
 }
 
 /**
