@@ -1743,7 +1743,10 @@ export class KVEngine {
       pending.set(id, {
         resolve: (r) => {
           if (r.ok) this.#workerWarmUps++;
-          else this.#log(`compaction worker warm-up failed: ${r.message}`);
+          // A close() right after open cancels it (CancelRequest): nothing went wrong then.
+          else if (r.kind !== "Cancelled") {
+            this.#log(`compaction worker warm-up failed: ${r.message}`);
+          }
         },
         reject: () => {},
       });
