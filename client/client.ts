@@ -124,8 +124,11 @@ export interface CallOptions {
 
 /** Options of a write. */
 export interface WriteOptions extends CallOptions {
-  /** Use this client id instead of one from the session pool (tests of deduplication). */
-  clientId?: number;
+  /**
+   * Use this client id instead of one from the session pool (tests of deduplication): any
+   * uint64 but 0, as a safe integer or a bigint.
+   */
+  clientId?: number | bigint;
   /** Use this sequence number (with `clientId`). */
   seq?: number;
 }
@@ -263,7 +266,8 @@ function _checkEndpoint(e: string): string {
 
 /** A (client id, next seq) pair; one in-flight write at a time uses it. */
 interface _Session {
-  clientId: number;
+  /** A uint64 (a bigint id as its decimal string: protobufjs encodes that exactly). */
+  clientId: number | string;
   seq: number;
 }
 
@@ -524,9 +528,17 @@ export class KVClient {
       if (opts.clientId === undefined || opts.seq === undefined) {
         throw new KVError("usage", "clientId and seq go together");
       }
+      const id = opts.clientId;
+      const validId = typeof id === "bigint"
+        ? id > 0n && id < 1n << 64n
+        : Number.isSafeInteger(id) && id > 0;
+      if (!validId) throw new KVError("usage", `clientId ${id} is not a uint64 above 0`);
+      if (!Number.isSafeInteger(opts.seq) || opts.seq <= 0) {
+        throw new KVError("usage", `seq ${opts.seq} is not a positive safe integer`);
+      }
       return await this.#call(
         method,
-        build({ clientId: opts.clientId, seq: opts.seq }),
+        build({ clientId: typeof id === "bigint" ? id.toString() : id, seq: opts.seq }),
         opts,
         "idempotent",
       );

@@ -4,12 +4,13 @@
  * per burst of client requests.
  *
  * Byte layout (varints are unsigned LEB128 up to 2^53 − 1; `bytes` is a varint length then the
- * bytes; `f64` is an IEEE-754 double, little-endian). These layouts reach the disk: never change
- * them, add a version instead.
+ * bytes; `f64` is an IEEE-754 double, `u64` an unsigned 64-bit integer, both little-endian). These
+ * layouts reach the disk: never change them, add a version instead.
  *
  * ```
- * batch    = version:u8 (=1) count:v command*
- * command  = op:u8 origin:v epoch:v reqId:v flags:u8 [clientId:f64 seq:v if flags&1] body
+ * batch    = version:u8 (=1 or 2) count:v command*
+ * command  = op:u8 origin:v epoch:v reqId:v flags:u8 [clientId seq:v if flags&1] body
+ *   clientId = f64 in a version 1 batch (exact below 2^53 only), u64 in a version 2 batch
  *   op 1 put     body = key:bytes value:bytes
  *   op 2 delete  body = key:bytes
  *   op 3 cas     body = casFlags:u8 key:bytes expected:bytes value:bytes
@@ -26,6 +27,13 @@
  * and `seq` are the client's exactly-once id (Raft thesis §6.3); clientId 0 means "no dedup".
  * Empty entry data is the leader's no-op and decodes to no commands.
  *
+ * A client id is any unsigned 64-bit integer (the proto's `uint64 client_id`). Version 1 stored it
+ * as a double, which is exact only below 2^53: two ids equal in their top 53 bits would have shared
+ * one exactly-once record, and the second client's write would have been answered with the first
+ * one's result and never applied. A batch that carries an id of 2^53 or more is now written as
+ * version 2 (ids as u64); every other batch is still version 1, byte for byte, so logs and
+ * snapshots written before read the same. A node older than version 2 cannot decode such a batch.
+ *
  * @example
  * ```ts
  * import { decodeBatch, encodeBatch } from "./command.ts";
@@ -37,8 +45,36 @@
  * @module
  */
 
-/** Format version of a command batch. Never change its meaning. */
+/** Format version of a command batch without large client ids. Never change its meaning. */
 export const COMMAND_VERSION = 1;
+/** Format version of a batch with a client id of 2^53 or more (ids as u64). */
+export const COMMAND_VERSION_U64_IDS = 2;
+
+/**
+ * An exactly-once client id, an unsigned 64-bit integer in one canonical form, so that equal ids
+ * are equal map keys: a `number` below 2^53 (0 means none), a `bigint` from 2^53 to 2^64 − 1.
+ * {@linkcode clientIdOf} makes one.
+ */
+export type ClientId = number | bigint;
+
+/** 2^64 − 1, the largest client id. */
+export const MAX_CLIENT_ID: bigint = (1n << 64n) - 1n;
+
+/**
+ * The canonical {@linkcode ClientId} of an unsigned 64-bit integer (a safe integer or a bigint);
+ * `undefined` when `v` is not an integer in [0, 2^64 − 1].
+ *
+ * @example
+ * ```ts
+ * import { clientIdOf } from "./command.ts";
+ * console.log(clientIdOf(7n), clientIdOf(2n ** 60n + 1n)); // 7 1152921504606846977n
+ * ```
+ */
+export function clientIdOf(v: number | bigint): ClientId | undefined {
+  if (typeof v === "number") return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  if (v < 0n || v > MAX_CLIENT_ID) return undefined;
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
 
 const OP_PUT = 1;
 const OP_DELETE = 2;
@@ -56,7 +92,7 @@ export interface CommandHeader {
   /** Request id, unique per (origin, epoch). */
   reqId: number;
   /** Exactly-once client id; 0 means none. */
-  clientId: number;
+  clientId: ClientId;
   /** Sequence number within clientId. */
   seq: number;
 }
@@ -137,6 +173,10 @@ class _Writer {
     this.view.setFloat64(this.pos, n, true);
     this.pos += 8;
   }
+  u64(n: ClientId): void {
+    this.view.setBigUint64(this.pos, BigInt(n), true);
+    this.pos += 8;
+  }
   bytes(b: Uint8Array): void {
     this.varint(b.length);
     this.buf.set(b, this.pos);
@@ -176,6 +216,12 @@ class _Reader {
     this.pos += 8;
     return n;
   }
+  u64(): bigint {
+    if (this.pos + 8 > this.buf.length) throw new CommandCodecError("command: truncated");
+    const n = this.view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    return n;
+  }
   bytes(): Uint8Array {
     const len = this.varint();
     if (len > this.buf.length - this.pos) throw new CommandCodecError("command: truncated bytes");
@@ -200,6 +246,31 @@ function _bodySize(c: Command): number {
   }
 }
 
+function _canonical(v: bigint): ClientId {
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+/**
+ * The client id a version 1 record holds as a double: exact below 2^53; above, the integer the
+ * double holds (a version 1 node had rounded the id to it), as the canonical bigint. Throws
+ * {@linkcode CommandCodecError} for a double that no version 1 node wrote (not an integer in
+ * [0, 2^64]).
+ *
+ * @example
+ * ```ts
+ * import { clientIdOfDouble } from "./command.ts";
+ * console.log(clientIdOfDouble(42), clientIdOfDouble(2 ** 60)); // 42 1152921504606846976n
+ * ```
+ */
+export function clientIdOfDouble(d: number): ClientId {
+  if (Number.isSafeInteger(d) && d >= 0) return d;
+  if (!Number.isInteger(d) || d < 0 || d > 2 ** 64) {
+    throw new CommandCodecError(`command: bad client id ${d}`);
+  }
+  const v = BigInt(d);
+  return v > MAX_CLIENT_ID ? MAX_CLIENT_ID : v;
+}
+
 /** Encoded size of one command (for batching under a byte budget). */
 export function commandSize(c: Command): number {
   let n = 1 + _varintSize(c.origin) + _varintSize(c.epoch) + _varintSize(c.reqId) + 1;
@@ -219,9 +290,16 @@ export function commandSize(c: Command): number {
  */
 export function encodeBatch(cmds: readonly Command[]): Uint8Array {
   let size = 1 + _varintSize(cmds.length);
-  for (const c of cmds) size += commandSize(c);
+  let u64Ids = false;
+  for (const c of cmds) {
+    size += commandSize(c);
+    if (clientIdOf(c.clientId) !== c.clientId) {
+      throw new RangeError(`command: client id ${c.clientId} is not in its canonical form`);
+    }
+    if (typeof c.clientId === "bigint") u64Ids = true;
+  }
   const w = new _Writer(size);
-  w.u8(COMMAND_VERSION);
+  w.u8(u64Ids ? COMMAND_VERSION_U64_IDS : COMMAND_VERSION);
   w.varint(cmds.length);
   for (const c of cmds) {
     w.u8(
@@ -238,7 +316,8 @@ export function encodeBatch(cmds: readonly Command[]): Uint8Array {
     w.varint(c.reqId);
     if (c.clientId !== 0) {
       w.u8(1);
-      w.f64(c.clientId);
+      if (u64Ids) w.u64(c.clientId);
+      else w.f64(c.clientId as number);
       w.varint(c.seq);
     } else w.u8(0);
     switch (c.op) {
@@ -277,9 +356,10 @@ export function decodeBatch(data: Uint8Array): Command[] {
   if (data.length === 0) return [];
   const r = new _Reader(data);
   const version = r.u8();
-  if (version !== COMMAND_VERSION) {
+  if (version !== COMMAND_VERSION && version !== COMMAND_VERSION_U64_IDS) {
     throw new CommandCodecError(`command: unknown batch version ${version}`);
   }
+  const u64Ids = version === COMMAND_VERSION_U64_IDS;
   const count = r.varint();
   if (count > data.length) throw new CommandCodecError("command: bad count");
   const out: Command[] = [];
@@ -289,10 +369,10 @@ export function decodeBatch(data: Uint8Array): Command[] {
     const epoch = r.varint();
     const reqId = r.varint();
     const flags = r.u8();
-    let clientId = 0;
+    let clientId: ClientId = 0;
     let seq = 0;
     if (flags & 1) {
-      clientId = r.f64();
+      clientId = u64Ids ? _canonical(r.u64()) : clientIdOfDouble(r.f64());
       seq = r.varint();
     }
     // Literal objects with every field named (no spread of a shared header object): one

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  clientIdOf,
+  clientIdOfDouble,
   type Command,
   CommandCodecError,
   commandSize,
@@ -18,7 +20,7 @@ Deno.test("command batch round-trips every op", () => {
     {
       op: "put",
       ...h,
-      clientId: 2 ** 63 + 2 ** 20,
+      clientId: 2n ** 63n + 2n ** 20n + 1n,
       seq: 42,
       key: enc.encode("x"),
       value: new Uint8Array(0),
@@ -40,6 +42,46 @@ Deno.test("command batch round-trips every op", () => {
   for (const c of cmds) size += commandSize(c);
   assert.equal(buf.length, size);
   assert.deepEqual(decodeBatch(buf), cmds);
+});
+
+Deno.test("client ids keep all 64 bits; a batch without one past 2^53 is still version 1", () => {
+  const put = (clientId: number | bigint): Command => ({
+    op: "put",
+    ...h,
+    clientId,
+    seq: 1,
+    key: enc.encode("k"),
+    value: enc.encode("v"),
+  });
+  // Two ids equal in their top 53 bits: a double cannot tell them apart.
+  const a = 2n ** 60n + 1n, b = 2n ** 60n + 2n;
+  assert.equal(Number(a), Number(b));
+  const big = encodeBatch([put(a), put(b), put(7), put(2n ** 64n - 1n)]);
+  assert.equal(big[0], 2);
+  assert.deepEqual(decodeBatch(big).map((c) => c.clientId), [a, b, 7, 2n ** 64n - 1n]);
+
+  // Ids below 2^53: version 1, the id as a little-endian double right after the flags byte.
+  const small = encodeBatch([put(2 ** 53 - 1)]);
+  assert.equal(small[0], 1);
+  const at = 1 + 1 + 1 + 1 + 5 + 4 + 1; // version, count, op, origin, epoch, reqId, flags
+  const view = new DataView(small.buffer, small.byteOffset + at, 8);
+  assert.equal(view.getFloat64(0, true), 2 ** 53 - 1);
+  assert.deepEqual(decodeBatch(small), [put(2 ** 53 - 1)]);
+
+  // A version 1 record of a large id (written before version 2): the integer its double holds.
+  view.setFloat64(0, 2 ** 60, true);
+  assert.equal(decodeBatch(small)[0]!.clientId, 2n ** 60n);
+  view.setFloat64(0, 1.5, true);
+  assert.throws(() => decodeBatch(small), CommandCodecError);
+
+  // One form per id, so that equal ids are equal map keys.
+  assert.throws(() => encodeBatch([put(2 ** 60)]), RangeError);
+  assert.throws(() => encodeBatch([put(7n)]), RangeError);
+  assert.equal(clientIdOf(7n), 7);
+  assert.equal(clientIdOf(2n ** 53n), 2n ** 53n);
+  assert.equal(clientIdOf(2n ** 64n), undefined);
+  assert.equal(clientIdOf(-1), undefined);
+  assert.equal(clientIdOfDouble(2 ** 64), 2n ** 64n - 1n);
 });
 
 Deno.test("empty entry data decodes to no commands (the leader's no-op)", () => {

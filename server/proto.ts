@@ -4,10 +4,14 @@
  *
  * Loader options (server side): `keepCase: true` (field names exactly as in the .proto:
  * `client_id`, `leader_id`, ...), `longs: Number` (64-bit integers as JS numbers; indexes and terms
- * stay far below 2^53; a random 64-bit `client_id` may round, which only merges two ids that are
- * equal in their top 53 bits), `bytes` as Node `Buffer`s (a `Uint8Array` subclass), `defaults: true`
+ * stay far below 2^53), `bytes` as Node `Buffer`s (a `Uint8Array` subclass), `defaults: true`
  * (absent scalars read as 0 / "" / empty bytes / false), `oneofs: true`. Messages we send may give
  * 64-bit fields as numbers and bytes as any `Uint8Array`.
+ *
+ * The requests that carry an exactly-once `client_id` (Put, Delete, CompareAndSwap) are decoded
+ * by hand (below), not by protobufjs, and their `client_id` is exact over the whole uint64 range
+ * (a `ClientId` of raft/command.ts: a number below 2^53, a bigint above); through `longs: Number`
+ * two ids equal in their top 53 bits would have become one.
  *
  * @example
  * ```ts
@@ -22,6 +26,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
 import { putVarint, varintLength } from "../storage/coding.ts";
+import type { ClientId } from "../raft/command.ts";
 
 /** Path of protos/kvstore.proto (client API). */
 export const KVSTORE_PROTO: string = new URL("../protos/kvstore.proto", import.meta.url).pathname;
@@ -55,7 +60,7 @@ export interface PingResponse {
 export interface PutRequest {
   key: Uint8Array;
   value: Uint8Array;
-  client_id: number;
+  client_id: ClientId;
   seq: number;
 }
 /** `kvstore.PutResponse`. */
@@ -76,7 +81,7 @@ export interface GetResponse {
 /** `kvstore.DeleteRequest`. */
 export interface DeleteRequest {
   key: Uint8Array;
-  client_id: number;
+  client_id: ClientId;
   seq: number;
 }
 /** `kvstore.DeleteResponse`. */
@@ -110,7 +115,7 @@ export interface CompareAndSwapRequest {
   expect_absent: boolean;
   value: Uint8Array;
   delete: boolean;
-  client_id: number;
+  client_id: ClientId;
   seq: number;
 }
 /** `kvstore.CompareAndSwapResponse`. */
@@ -283,6 +288,33 @@ class _Reader {
     throw new ProtoDecodeError("varint longer than 10 bytes");
   }
 
+  /** A uint64 varint, exact: a number below 2^53, a bigint from there (bits past 64 dropped). */
+  uint64(): ClientId {
+    const b = this.b;
+    const start = this.p;
+    let n = 0;
+    let mul = 1;
+    for (let i = 0; i < 7; i++) {
+      if (this.p >= b.length) throw new ProtoDecodeError("truncated varint");
+      const x = b[this.p++]!;
+      n += (x & 0x7f) * mul;
+      if (x < 0x80) return n;
+      mul *= 128;
+    }
+    this.p = start;
+    let v = 0n;
+    for (let i = 0; i < 10; i++) {
+      if (this.p >= b.length) throw new ProtoDecodeError("truncated varint");
+      const x = b[this.p++]!;
+      v |= BigInt(x & 0x7f) << BigInt(7 * i);
+      if (x < 0x80) {
+        v = BigInt.asUintN(64, v);
+        return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+      }
+    }
+    throw new ProtoDecodeError("varint longer than 10 bytes");
+  }
+
   bytes(): Uint8Array {
     const n = this.varint();
     const start = this.p;
@@ -328,7 +360,7 @@ function _expect(wire: number, want: number, field: number): void {
  */
 export function decodePutRequest(b: Uint8Array): PutRequest {
   const r = new _Reader(b);
-  let key: Uint8Array = _EMPTY, value: Uint8Array = _EMPTY, client_id = 0, seq = 0;
+  let key: Uint8Array = _EMPTY, value: Uint8Array = _EMPTY, client_id: ClientId = 0, seq = 0;
   while (r.p < b.length) {
     const tag = r.varint();
     const field = Math.floor(tag / 8);
@@ -341,7 +373,7 @@ export function decodePutRequest(b: Uint8Array): PutRequest {
       value = r.bytes();
     } else if (field === 3) {
       _expect(wire, 0, 3);
-      client_id = r.varint();
+      client_id = r.uint64();
     } else if (field === 4) {
       _expect(wire, 0, 4);
       seq = r.varint();
@@ -386,7 +418,7 @@ export function decodeGetRequest(b: Uint8Array): GetRequest {
  */
 export function decodeDeleteRequest(b: Uint8Array): DeleteRequest {
   const r = new _Reader(b);
-  let key: Uint8Array = _EMPTY, client_id = 0, seq = 0;
+  let key: Uint8Array = _EMPTY, client_id: ClientId = 0, seq = 0;
   while (r.p < b.length) {
     const tag = r.varint();
     const field = Math.floor(tag / 8);
@@ -396,13 +428,56 @@ export function decodeDeleteRequest(b: Uint8Array): DeleteRequest {
       key = r.bytes();
     } else if (field === 2) {
       _expect(wire, 0, 2);
-      client_id = r.varint();
+      client_id = r.uint64();
     } else if (field === 3) {
       _expect(wire, 0, 3);
       seq = r.varint();
     } else r.skip(wire);
   }
   return { key, client_id, seq };
+}
+
+/**
+ * Decodes a `kvstore.CompareAndSwapRequest` (byte fields are views into `b`).
+ *
+ * @example
+ * ```ts
+ * const r = decodeCompareAndSwapRequest(new Uint8Array([0x0a, 1, 0x6b, 0x18, 1, 0x30, 9, 0x38, 2]));
+ * console.log(r.expect_absent, r.client_id, r.seq); // true 9 2
+ * ```
+ */
+export function decodeCompareAndSwapRequest(b: Uint8Array): CompareAndSwapRequest {
+  const r = new _Reader(b);
+  let key: Uint8Array = _EMPTY, expected: Uint8Array = _EMPTY, value: Uint8Array = _EMPTY;
+  let expect_absent = false, del = false, client_id: ClientId = 0, seq = 0;
+  while (r.p < b.length) {
+    const tag = r.varint();
+    const field = Math.floor(tag / 8);
+    const wire = tag & 7;
+    if (field === 1) {
+      _expect(wire, 2, 1);
+      key = r.bytes();
+    } else if (field === 2) {
+      _expect(wire, 2, 2);
+      expected = r.bytes();
+    } else if (field === 3) {
+      _expect(wire, 0, 3);
+      expect_absent = r.varint() !== 0;
+    } else if (field === 4) {
+      _expect(wire, 2, 4);
+      value = r.bytes();
+    } else if (field === 5) {
+      _expect(wire, 0, 5);
+      del = r.varint() !== 0;
+    } else if (field === 6) {
+      _expect(wire, 0, 6);
+      client_id = r.uint64();
+    } else if (field === 7) {
+      _expect(wire, 0, 7);
+      seq = r.varint();
+    } else r.skip(wire);
+  }
+  return { key, expected, expect_absent, value, delete: del, client_id, seq };
 }
 
 /**

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  decodeCompareAndSwapRequest,
   decodeDeleteRequest,
   decodeGetRequest,
   decodePutRequest,
@@ -55,6 +56,52 @@ Deno.test("proto: hand-written request decoders agree with protobufjs", () => {
     assert.deepEqual(_plain(dgot.key), _plain(dwant.key));
     assert.equal(dgot.client_id, dwant.client_id);
     assert.equal(dgot.seq, dwant.seq);
+  }
+});
+
+Deno.test("proto: client_id is decoded exactly over the whole uint64 range", () => {
+  const ids = [0n, 1n, 2n ** 49n - 1n, 2n ** 49n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 60n + 1n];
+  ids.push(2n ** 60n + 2n, 2n ** 64n - 1n);
+  for (const id of ids) {
+    const want = id < 2n ** 53n ? Number(id) : id;
+    // protobufjs encodes a decimal string exactly (it has long.js).
+    const client_id = id.toString();
+    const put = svc.Put!.requestSerialize({ key: [1], value: [2], client_id, seq: 3 });
+    assert.equal(decodePutRequest(put).client_id, want);
+    const del = svc.Delete!.requestSerialize({ key: [1], client_id, seq: 3 });
+    assert.equal(decodeDeleteRequest(del).client_id, want);
+    const cas = svc.CompareAndSwap!.requestSerialize({ key: [1], value: [2], client_id, seq: 3 });
+    assert.equal(decodeCompareAndSwapRequest(cas).client_id, want);
+  }
+  // Bits past 64 are dropped, as protobuf does for a uint64; 11 bytes are malformed.
+  const over = new Uint8Array([0x10, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7e]);
+  assert.equal(decodeDeleteRequest(over).client_id, 1);
+  const tooLong = new Uint8Array([0x10, ...new Array(10).fill(0x80), 0x01]);
+  assert.throws(() => decodeDeleteRequest(tooLong), ProtoDecodeError);
+});
+
+Deno.test("proto: the CompareAndSwap decoder agrees with protobufjs", () => {
+  const r = _rng(11);
+  for (let i = 0; i < 300; i++) {
+    const cas = {
+      key: _bytes(r, 40),
+      expected: _bytes(r, 100),
+      expect_absent: r() < 0.5,
+      value: _bytes(r, 300),
+      delete: r() < 0.5,
+      client_id: _u64(r),
+      seq: _u64(r),
+    };
+    const wire = svc.CompareAndSwap!.requestSerialize(cas);
+    const want = svc.CompareAndSwap!.requestDeserialize(wire) as typeof cas;
+    const got = decodeCompareAndSwapRequest(wire);
+    assert.deepEqual(_plain(got.key), _plain(want.key));
+    assert.deepEqual(_plain(got.expected), _plain(want.expected));
+    assert.deepEqual(_plain(got.value), _plain(want.value));
+    assert.equal(got.expect_absent, want.expect_absent);
+    assert.equal(got.delete, want.delete);
+    assert.equal(got.client_id, want.client_id);
+    assert.equal(got.seq, want.seq);
   }
 });
 

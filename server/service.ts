@@ -11,10 +11,11 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
-import type { CommandResult } from "../raft/command.ts";
+import { type ClientId, clientIdOf, type CommandResult } from "../raft/command.ts";
 import { type CommandInput, DriverError, type RaftDriver } from "./raft_driver.ts";
 import type { StateMachine } from "./state_machine.ts";
 import {
+  decodeCompareAndSwapRequest,
   decodeDeleteRequest,
   decodeGetRequest,
   decodePutRequest,
@@ -121,16 +122,33 @@ function _checkBound(b: Uint8Array | undefined | null, what: string): Uint8Array
   return v;
 }
 
-/** A client id, or 0 (no exactly-once) when the id or the seq is absent. */
-function _clientId(n: unknown, seq: unknown): number {
+/**
+ * A client id (exact over the whole uint64 range: see raft/command.ts `ClientId`), or 0 (no
+ * exactly-once) when the id or the seq is absent.
+ */
+function _clientId(n: unknown, seq: unknown): ClientId {
   if (_seq(seq) === 0) return 0;
-  const v = Number(n ?? 0);
-  return Number.isFinite(v) && v > 0 ? v : 0;
+  let id: ClientId | undefined;
+  if (typeof n === "number" || typeof n === "bigint") id = clientIdOf(n);
+  else if (typeof n === "string" && /^[0-9]{1,20}$/.test(n)) id = clientIdOf(BigInt(n));
+  else if (n === undefined || n === null) id = 0;
+  if (id === undefined) {
+    throw new RpcError(grpc.status.INVALID_ARGUMENT, "client_id is not a uint64");
+  }
+  return id;
 }
 
+/** A request's seq; one past 2^53 − 1 cannot be told from its neighbours, so it is refused. */
 function _seq(n: unknown): number {
   const v = Number(n ?? 0);
-  return Number.isSafeInteger(v) && v > 0 ? v : 0;
+  if (v === 0) return 0;
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new RpcError(
+      grpc.status.INVALID_ARGUMENT,
+      `seq must be below 2^53 (${Number.MAX_SAFE_INTEGER})`,
+    );
+  }
+  return v;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -159,11 +177,13 @@ function _malformedReason(request: unknown): string | undefined {
  */
 const _FAST_CODECS: Record<
   string,
-  { decode: (b: Uint8Array) => unknown; encode: (m: never) => Uint8Array } | undefined
+  { decode: (b: Uint8Array) => unknown; encode?: (m: never) => Uint8Array } | undefined
 > = {
   "/kvstore.KVStore/Put": { decode: decodePutRequest, encode: encodePutResponse },
   "/kvstore.KVStore/Get": { decode: decodeGetRequest, encode: encodeGetResponse },
   "/kvstore.KVStore/Delete": { decode: decodeDeleteRequest, encode: encodeDeleteResponse },
+  // Decoded by hand for its exact uint64 client_id; answered by protobufjs.
+  "/kvstore.KVStore/CompareAndSwap": { decode: decodeCompareAndSwapRequest },
 };
 
 /**
@@ -184,7 +204,9 @@ export function tolerantService(def: grpc.ServiceDefinition): grpc.ServiceDefini
     const decode = fast?.decode ?? method.requestDeserialize;
     out[name] = {
       ...method,
-      ...(fast === undefined ? {} : { responseSerialize: fast.encode as (v: unknown) => Buffer }),
+      ...(fast?.encode === undefined
+        ? {}
+        : { responseSerialize: fast.encode as (v: unknown) => Buffer }),
       requestDeserialize: (buf: Buffer) => {
         try {
           return decode(buf);

@@ -14,8 +14,13 @@
  * 0x01 userKey                    user data
  * 0x00 "applied"                  version:u8 (=1) index:v term:v
  * 0x00 "members"                  version:u8 (=1) count:v (id:v kind:u8 address:bytes)*  kind 0 voter, 1 learner
- * 0x00 "d" clientId:f64           seq:v result (raft/command.ts encodeResult)
+ * 0x00 "d" clientId:f64le         seq:v result (raft/command.ts encodeResult)  ids below 2^53
+ * 0x00 "D" clientId:u64le         seq:v result                                 ids from 2^53
  * ```
+ *
+ * Before the "D" records, every id was kept as a double, so two ids equal in their top 53 bits
+ * shared one record (raft/command.ts `ClientId`); a "d" record above 2^53 from then is loaded as
+ * the id its double holds.
  *
  * @example
  * ```ts ignore
@@ -28,6 +33,9 @@
  * @module
  */
 import {
+  type ClientId,
+  clientIdOf,
+  clientIdOfDouble,
   CommandCodecError,
   type CommandResult,
   decodeBatch,
@@ -96,6 +104,7 @@ const _dec = new TextDecoder();
 const APPLIED_KEY = _meta("applied");
 const MEMBERS_KEY = _meta("members");
 const DEDUP_PREFIX = _meta("d");
+const DEDUP_U64_PREFIX = _meta("D");
 
 function _meta(name: string): Uint8Array {
   const b = _enc.encode(name);
@@ -113,10 +122,16 @@ export function userKey(key: Uint8Array): Uint8Array {
   return out;
 }
 
-function _dedupKey(clientId: number): Uint8Array {
+function _dedupKey(clientId: ClientId): Uint8Array {
   const out = new Uint8Array(DEDUP_PREFIX.length + 8);
-  out.set(DEDUP_PREFIX, 0);
-  new DataView(out.buffer).setFloat64(DEDUP_PREFIX.length, clientId, true);
+  const view = new DataView(out.buffer);
+  if (typeof clientId === "bigint") {
+    out.set(DEDUP_U64_PREFIX, 0);
+    view.setBigUint64(DEDUP_U64_PREFIX.length, clientId, true);
+  } else {
+    out.set(DEDUP_PREFIX, 0);
+    view.setFloat64(DEDUP_PREFIX.length, clientId, true);
+  }
   return out;
 }
 
@@ -205,7 +220,7 @@ export class StateMachine {
   #applied = 0;
   #appliedTerm = 0;
   #members: MemberRecord[] = [];
-  readonly #dedup = new Map<number, { seq: number; result: CommandResult }>();
+  readonly #dedup = new Map<ClientId, { seq: number; result: CommandResult }>();
   readonly #onError: (msg: string) => void;
 
   private constructor(engine: SmEngine, onError: (msg: string) => void) {
@@ -237,13 +252,26 @@ export class StateMachine {
       this.#applied = _readVarint(a, pos);
       this.#appliedTerm = _readVarint(a, pos);
     }
-    for (const kv of this.#engine.scanSync({ prefix: DEDUP_PREFIX })) {
-      if (kv.key.length !== DEDUP_PREFIX.length + 8) continue;
-      const clientId = new DataView(kv.key.buffer, kv.key.byteOffset, kv.key.byteLength)
-        .getFloat64(DEDUP_PREFIX.length, true);
-      const pos = { p: 0 };
-      const seq = _readVarint(kv.value, pos);
-      this.#dedup.set(clientId, { seq, result: decodeResult(kv.value.subarray(pos.p)) });
+    for (const prefix of [DEDUP_PREFIX, DEDUP_U64_PREFIX]) {
+      for (const kv of this.#engine.scanSync({ prefix })) {
+        if (kv.key.length !== prefix.length + 8) continue;
+        const view = new DataView(kv.key.buffer, kv.key.byteOffset, kv.key.byteLength);
+        let clientId: ClientId;
+        try {
+          clientId = prefix === DEDUP_PREFIX
+            ? clientIdOfDouble(view.getFloat64(prefix.length, true))
+            : clientIdOf(view.getBigUint64(prefix.length, true))!;
+        } catch (e) {
+          this.#onError(`exactly-once record skipped: ${e instanceof Error ? e.message : e}`);
+          continue;
+        }
+        const pos = { p: 0 };
+        const seq = _readVarint(kv.value, pos);
+        const entry = { seq, result: decodeResult(kv.value.subarray(pos.p)) };
+        // A "d" record of a rounded id and a "D" record of the same id: the later seq wins.
+        const have = this.#dedup.get(clientId);
+        if (have === undefined || have.seq < seq) this.#dedup.set(clientId, entry);
+      }
     }
   }
 
@@ -320,7 +348,7 @@ export class StateMachine {
     const confChanges: AppliedConfChange[] = [];
     const ops: EngineOp[] = [];
     const batch = new _Batch(ops, this.#engine);
-    const dedupDirty = new Set<number>();
+    const dedupDirty = new Set<ClientId>();
     let membersDirty = false;
     let last: Entry | undefined;
     for (const e of entries) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Command, encodeBatch } from "../raft/command.ts";
+import { type Command, encodeBatch, encodeResult } from "../raft/command.ts";
 import { encodeConfChange } from "../raft/codec.ts";
 import { type Entry, EntryType } from "../raft/types.ts";
 import { KVEngine, MemFs } from "../storage/mod.ts";
@@ -147,6 +147,60 @@ Deno.test("state machine persists applied index and dedup table atomically acros
   assert.equal(dec.decode(sm.get(enc.encode("x"))!), "1");
   assert.equal(r.results.length, 1);
   assert.equal(sm.applied, 3);
+  await engine.close();
+});
+
+Deno.test("state machine keeps apart client ids equal in their top 53 bits, across a restart", async () => {
+  const fs = new MemFs();
+  let { sm, engine } = await open(fs);
+  const a = 2n ** 60n + 1n, b = 2n ** 60n + 2n;
+  const ka = enc.encode("a"), kb = enc.encode("b");
+  await sm.apply([
+    entry(1, [cmd({ op: "put", key: ka, value: enc.encode("1"), clientId: a, seq: 1 })]),
+    entry(2, [cmd({ op: "put", key: kb, value: enc.encode("2"), clientId: b, seq: 1 })]),
+  ], mine);
+  // As doubles both ids were one: b's write was taken for a retry of a's, answered, not applied.
+  assert.equal(dec.decode(sm.get(kb)!), "2");
+  assert.equal(sm.dedupSize, 2);
+  await engine.close();
+  ({ sm, engine } = await open(fs));
+  assert.equal(sm.dedupSize, 2);
+  await sm.apply([entry(3, [cmd({ op: "put", key: ka, value: enc.encode("3") })])], mine);
+  // Retries of both, after the restart: neither applies again.
+  await sm.apply([
+    entry(4, [cmd({ op: "put", key: ka, value: enc.encode("1"), clientId: a, seq: 1 })]),
+    entry(5, [cmd({ op: "put", key: kb, value: enc.encode("retry"), clientId: b, seq: 1 })]),
+  ], mine);
+  assert.equal(dec.decode(sm.get(ka)!), "3");
+  assert.equal(dec.decode(sm.get(kb)!), "2");
+  await engine.close();
+});
+
+Deno.test("state machine loads a large client id's record written as a double before", async () => {
+  const fs = new MemFs();
+  let { sm, engine } = await open(fs);
+  // 0x00 "d" id:f64le → seq:v result, as a node before the u64 records wrote it for id 2^60.
+  const key = new Uint8Array(10);
+  key.set([0x00, 0x64], 0);
+  new DataView(key.buffer).setFloat64(2, 2 ** 60, true);
+  const result = encodeResult({ kind: "ok" });
+  const value = new Uint8Array(1 + result.length);
+  value[0] = 5;
+  value.set(result, 1);
+  await engine.write([{ type: "put", key, value }]);
+  await engine.close();
+  ({ sm, engine } = await open(fs));
+  assert.equal(sm.dedupSize, 1);
+  const k = enc.encode("k");
+  const r = await sm.apply([
+    entry(1, [cmd({ op: "put", key: k, value: enc.encode("dup"), clientId: 2n ** 60n, seq: 5 })]),
+    entry(2, [cmd({ op: "put", key: k, value: enc.encode("new"), clientId: 2n ** 60n, seq: 6 })]),
+  ], mine);
+  assert.deepEqual(r.results.map((x) => x.index), [1, 2]);
+  assert.equal(dec.decode(sm.get(k)!), "new");
+  await sm.apply([entry(3, [cmd({ op: "delete", key: k, clientId: 2n ** 60n, seq: 5 })])], mine);
+  assert.equal(dec.decode(sm.get(k)!), "new");
+  assert.equal(sm.dedupSize, 1);
   await engine.close();
 });
 

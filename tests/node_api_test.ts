@@ -86,6 +86,27 @@ Deno.test("client API of a 3-node cluster", async (t) => {
       equal(await kv.getString("dedup"), "third");
     });
 
+    await step("client ids equal in their top 53 bits are two clients", async () => {
+      // Any uint64 is a client id (e.g. a snowflake id); these two are one number as doubles.
+      const a = 2n ** 62n + 1n, b = 2n ** 62n + 2n;
+      const ia = await kv.put("dedup-wide-a", "a1", { clientId: a, seq: 1 });
+      const ib = await kv.put("dedup-wide-b", "b1", { clientId: b, seq: 1 });
+      ok(ib > ia, `b's put was applied at its own index (${ia}, ${ib})`);
+      equal(await kv.getString("dedup-wide-b"), "b1");
+      // Each is still deduplicated on its own: late retries change nothing.
+      await kv.put("dedup-wide-b", "b2");
+      await kv.put("dedup-wide-b", "b1", { clientId: b, seq: 1 });
+      const r = await kv.cas("dedup-wide-a", "a1", "a2", { clientId: a, seq: 2 });
+      ok(r.success);
+      ok(!(await kv.cas("dedup-wide-a", "a1", "a3", { clientId: a + 1n, seq: 2 })).success);
+      ok(
+        (await kv.cas("dedup-wide-a", "a1", "a2", { clientId: a, seq: 2 })).success,
+        "retry answered",
+      );
+      equal(await kv.getString("dedup-wide-a"), "a2");
+      equal(await kv.getString("dedup-wide-b"), "b2");
+    });
+
     await step("compare-and-swap swaps only on a match", async () => {
       let r = await kv.cas("cas", null, "a");
       ok(r.success, "absent → a");
@@ -219,20 +240,28 @@ Deno.test("client API of a 3-node cluster", async (t) => {
       await kv.put(new Uint8Array(64 * 1024).fill(107), "v");
       await kv.put("big-ok", new Uint8Array(4 * 1024 * 1024).fill(1));
       equal((await kv.get("big-ok"))?.length, 4 * 1024 * 1024);
-      // Malformed bytes on the wire: an error, and the node keeps running.
+      // Malformed bytes on the wire, and a seq past 2^53 (the node could not tell it from its
+      // neighbours, so it would not deduplicate it): an error, and the node keeps running.
       const raw = new grpc.Client(c.node(leader).address, grpc.credentials.createInsecure());
-      try {
-        const code = await new Promise<number>((resolve) =>
+      const rawPut = (bytes: number[]) =>
+        new Promise<number>((resolve) =>
           raw.makeUnaryRequest(
             "/kvstore.KVStore/Put",
             (b: Uint8Array) => Buffer.from(b),
             (b: Buffer) => b,
-            new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]),
+            new Uint8Array(bytes),
             { deadline: Date.now() + 5000 },
             (e) => resolve(e ? e.code : grpc.status.OK),
           )
         );
+      try {
+        const code = await rawPut([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]);
         equal(code, grpc.status.INVALID_ARGUMENT, `malformed request: code ${code}`);
+        // key "s", value "v", client_id 5, seq 2^53 + 1
+        const seq = [0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10];
+        const big = await rawPut([0x0a, 1, 0x73, 0x12, 1, 0x76, 0x18, 5, 0x20, ...seq]);
+        equal(big, grpc.status.INVALID_ARGUMENT, `seq past 2^53: code ${big}`);
+        equal(await kv.get("s"), undefined);
       } finally {
         raw.close();
       }
