@@ -14,9 +14,18 @@
  * 0x01 userKey                    user data
  * 0x00 "applied"                  version:u8 (=1) index:v term:v
  * 0x00 "members"                  version:u8 (=1) count:v (id:v kind:u8 address:bytes)*  kind 0 voter, 1 learner
- * 0x00 "d" clientId:f64le         seq:v result (raft/command.ts encodeResult)  ids below 2^53
- * 0x00 "D" clientId:u64le         seq:v result                                 ids from 2^53
+ * 0x00 "d" clientId:f64le         seq:v result [index:v]  ids below 2^53 (result: raft/command.ts)
+ * 0x00 "D" clientId:u64le         seq:v result index:v    ids from 2^53
  * ```
+ *
+ * An exactly-once record remembers a client's last applied write, and `index`, the log index that
+ * wrote it (records written before it was added read as index 0). Records expire: when entry
+ * `k * DEDUP_SWEEP_EVERY` is applied, before it, every record last written at or below that index
+ * minus {@linkcode DEDUP_WINDOW} is deleted. The sweep depends only on the log, so every replica
+ * deletes the same records at the same point of it, whatever batches it applies in. A retry is
+ * therefore recognised if fewer than `DEDUP_WINDOW` entries were committed since its client's
+ * last new write (a client gives up long before that); without expiry the table, and the memory
+ * it takes, would grow with every client that ever wrote.
  *
  * Before the "D" records, every id was kept as a double, so two ids equal in their top 53 bits
  * shared one record (raft/command.ts `ClientId`); a "d" record above 2^53 from then is loaded as
@@ -104,6 +113,21 @@ const _dec = new TextDecoder();
 const APPLIED_KEY = _meta("applied");
 const MEMBERS_KEY = _meta("members");
 const DEDUP_PREFIX = _meta("d");
+
+/**
+ * Log entries after which a client's exactly-once record expires (see the module doc). Part of
+ * the replicated state machine: every replica must use the same value.
+ */
+export const DEDUP_WINDOW = 1_000_000;
+/** Entries between two sweeps of expired exactly-once records. */
+export const DEDUP_SWEEP_EVERY = 4096;
+
+/** An exactly-once record: a client's last applied write and the log index that applied it. */
+interface _Dedup {
+  seq: number;
+  result: CommandResult;
+  index: number;
+}
 const DEDUP_U64_PREFIX = _meta("D");
 
 function _meta(name: string): Uint8Array {
@@ -132,6 +156,21 @@ function _dedupKey(clientId: ClientId): Uint8Array {
     out.set(DEDUP_PREFIX, 0);
     view.setFloat64(DEDUP_PREFIX.length, clientId, true);
   }
+  return out;
+}
+
+/**
+ * The "d" key a node before the "D" records used for a large id, when the id is a double (a
+ * record loaded from such a key always is): updating or expiring the id deletes it too, or a
+ * restart would load it again.
+ */
+function _legacyDedupKey(clientId: ClientId): Uint8Array | undefined {
+  if (typeof clientId !== "bigint") return undefined;
+  const d = Number(clientId);
+  if (BigInt(d) !== clientId) return undefined;
+  const out = new Uint8Array(DEDUP_PREFIX.length + 8);
+  out.set(DEDUP_PREFIX, 0);
+  new DataView(out.buffer).setFloat64(DEDUP_PREFIX.length, d, true);
   return out;
 }
 
@@ -220,17 +259,39 @@ export class StateMachine {
   #applied = 0;
   #appliedTerm = 0;
   #members: MemberRecord[] = [];
-  readonly #dedup = new Map<ClientId, { seq: number; result: CommandResult }>();
+  /** Ordered by `index` (an update re-inserts), so a sweep stops at the first live record. */
+  readonly #dedup = new Map<ClientId, _Dedup>();
+  readonly #dedupWindow: number;
+  readonly #dedupSweepEvery: number;
   readonly #onError: (msg: string) => void;
 
-  private constructor(engine: SmEngine, onError: (msg: string) => void) {
+  private constructor(
+    engine: SmEngine,
+    onError: (msg: string) => void,
+    window: number,
+    every: number,
+  ) {
     this.#engine = engine;
     this.#onError = onError;
+    this.#dedupWindow = window;
+    this.#dedupSweepEvery = every;
   }
 
-  /** Loads the applied index, members and exactly-once table from `engine`. */
-  static open(engine: SmEngine, opts: { log?: (msg: string) => void } = {}): StateMachine {
-    const sm = new StateMachine(engine, opts.log ?? ((m) => console.error(m)));
+  /**
+   * Loads the applied index, members and exactly-once table from `engine`. `dedupWindow` and
+   * `dedupSweepEvery` (default {@linkcode DEDUP_WINDOW}, {@linkcode DEDUP_SWEEP_EVERY}) are for
+   * tests: replicas that differ in them diverge.
+   */
+  static open(
+    engine: SmEngine,
+    opts: { log?: (msg: string) => void; dedupWindow?: number; dedupSweepEvery?: number } = {},
+  ): StateMachine {
+    const sm = new StateMachine(
+      engine,
+      opts.log ?? ((m) => console.error(m)),
+      opts.dedupWindow ?? DEDUP_WINDOW,
+      opts.dedupSweepEvery ?? DEDUP_SWEEP_EVERY,
+    );
     sm.#load();
     return sm;
   }
@@ -252,6 +313,7 @@ export class StateMachine {
       this.#applied = _readVarint(a, pos);
       this.#appliedTerm = _readVarint(a, pos);
     }
+    const loaded = new Map<ClientId, _Dedup>();
     for (const prefix of [DEDUP_PREFIX, DEDUP_U64_PREFIX]) {
       for (const kv of this.#engine.scanSync({ prefix })) {
         if (kv.key.length !== prefix.length + 8) continue;
@@ -267,12 +329,16 @@ export class StateMachine {
         }
         const pos = { p: 0 };
         const seq = _readVarint(kv.value, pos);
-        const entry = { seq, result: decodeResult(kv.value.subarray(pos.p)) };
+        const result = decodeResult(kv.value.subarray(pos.p));
+        pos.p += encodeResult(result).length;
+        const index = pos.p < kv.value.length ? _readVarint(kv.value, pos) : 0;
         // A "d" record of a rounded id and a "D" record of the same id: the later seq wins.
-        const have = this.#dedup.get(clientId);
-        if (have === undefined || have.seq < seq) this.#dedup.set(clientId, entry);
+        const have = loaded.get(clientId);
+        if (have === undefined || have.seq < seq) loaded.set(clientId, { seq, result, index });
       }
     }
+    const byIndex = [...loaded].sort((x, y) => x[1].index - y[1].index);
+    for (const [id, d] of byIndex) this.#dedup.set(id, d);
   }
 
   /** Index of the last applied entry (persisted). */
@@ -365,6 +431,7 @@ export class StateMachine {
         continue;
       }
       last = e;
+      if (e.index % this.#dedupSweepEvery === 0) this.#sweepDedup(e.index, ops, dedupDirty);
       if (e.type === EntryType.ConfChange) {
         let cc: ConfChange;
         try {
@@ -395,7 +462,8 @@ export class StateMachine {
         } else {
           result = this.#applyOne(cmd, batch);
           if (dedup && cmd.op !== "barrier") {
-            this.#dedup.set(cmd.clientId, { seq: cmd.seq, result });
+            this.#dedup.delete(cmd.clientId); // re-inserted last: the map stays in index order
+            this.#dedup.set(cmd.clientId, { seq: cmd.seq, result, index: e.index });
             dedupDirty.add(cmd.clientId);
           }
         }
@@ -410,10 +478,15 @@ export class StateMachine {
       const head: number[] = [];
       _varint(head, d.seq);
       const r = encodeResult(d.result);
-      const v = new Uint8Array(head.length + r.length);
+      const tail: number[] = [];
+      _varint(tail, d.index);
+      const v = new Uint8Array(head.length + r.length + tail.length);
       v.set(head, 0);
       v.set(r, head.length);
+      v.set(tail, head.length + r.length);
       ops.push({ type: "put", key: _dedupKey(id), value: v });
+      const legacy = _legacyDedupKey(id);
+      if (legacy !== undefined) ops.push({ type: "delete", key: legacy });
     }
     if (membersDirty) {
       ops.push({ type: "put", key: MEMBERS_KEY, value: encodeMembers(this.#members) });
@@ -426,6 +499,23 @@ export class StateMachine {
     this.#applied = last.index;
     this.#appliedTerm = last.term;
     return { results, confChanges };
+  }
+
+  /**
+   * Deletes the exactly-once records last written at or below `index - window` (before entry
+   * `index` is applied; see the module doc). The table is in index order, so this stops at the
+   * first record it keeps.
+   */
+  #sweepDedup(index: number, ops: EngineOp[], dirty: Set<ClientId>): void {
+    const limit = index - this.#dedupWindow;
+    for (const [id, d] of this.#dedup) {
+      if (d.index > limit) break;
+      this.#dedup.delete(id);
+      dirty.delete(id);
+      ops.push({ type: "delete", key: _dedupKey(id) });
+      const legacy = _legacyDedupKey(id);
+      if (legacy !== undefined) ops.push({ type: "delete", key: legacy });
+    }
   }
 
   #applyMember(cc: ConfChange): void {

@@ -201,7 +201,59 @@ Deno.test("state machine loads a large client id's record written as a double be
   await sm.apply([entry(3, [cmd({ op: "delete", key: k, clientId: 2n ** 60n, seq: 5 })])], mine);
   assert.equal(dec.decode(sm.get(k)!), "new");
   assert.equal(sm.dedupSize, 1);
+  // The update replaced the old record: a restart does not bring seq 5 back.
+  assert.equal(engine.scanSync({ prefix: new Uint8Array([0x00, 0x64]) }).length, 0);
   await engine.close();
+  ({ sm, engine } = await open(fs));
+  assert.equal(sm.dedupSize, 1);
+  await sm.apply([entry(4, [cmd({ op: "delete", key: k, clientId: 2n ** 60n, seq: 6 })])], mine);
+  assert.equal(dec.decode(sm.get(k)!), "new", "seq 6 is still recognised");
+  await engine.close();
+});
+
+Deno.test("state machine expires exactly-once records at the same log index, however it batches", async () => {
+  const window = { dedupWindow: 10, dedupSweepEvery: 4 };
+  const x = enc.encode("x"), y = enc.encode("y");
+  const put = (key: Uint8Array, v: string, clientId = 0, seq = 0) =>
+    cmd({ op: "put", key, value: enc.encode(v), clientId, seq });
+  const entries: Entry[] = [];
+  for (let i = 1; i <= 21; i++) {
+    let c = put(enc.encode(`f${i}`), "filler");
+    if (i === 1) c = put(x, "1", 5, 1);
+    if (i === 9) c = put(y, "1", 6, 1);
+    if (i === 11) c = put(x, "retry before expiry", 5, 1);
+    if (i === 13) c = put(x, "retry after expiry", 5, 1);
+    if (i === 17) c = put(y, "retry kept", 6, 1);
+    entries.push(entry(i, [c]));
+  }
+  // Sweeps before entries 4, 8, 12, 16, 20 drop records written at or below index - 10: client
+  // 5's (index 1) before entry 12, so its retry at 11 is answered and the one at 13 applied;
+  // client 6's (index 9) before entry 20, after its retry at 17 was answered.
+  const fsA = new MemFs();
+  const a = await open(fsA);
+  const smA = StateMachine.open(a.engine, window);
+  await smA.apply(entries, mine);
+  assert.equal(dec.decode(smA.get(x)!), "retry after expiry");
+  assert.equal(dec.decode(smA.get(y)!), "1");
+  assert.equal(smA.dedupSize, 1);
+
+  // The same entries one at a time, with restarts: the same state, byte for byte.
+  const fsB = new MemFs();
+  let b = await open(fsB);
+  let smB = StateMachine.open(b.engine, window);
+  for (const e of entries) {
+    await smB.apply([e], mine);
+    if (e.index % 5 === 0) {
+      await b.engine.close();
+      b = await open(fsB);
+      smB = StateMachine.open(b.engine, window);
+    }
+  }
+  const all = (e: KVEngine) => e.scanSync({}).map((kv) => [[...kv.key], [...kv.value]]);
+  assert.deepEqual(all(b.engine), all(a.engine));
+  assert.equal(smB.dedupSize, 1);
+  await a.engine.close();
+  await b.engine.close();
 });
 
 Deno.test("state machine answers only its own commands and records membership changes", async () => {
