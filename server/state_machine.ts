@@ -253,6 +253,11 @@ export interface UserScan {
   maxBytes?: number;
 }
 
+/** A committed entry this state machine cannot apply; the node must stop. */
+export class StateMachineError extends Error {
+  override name = "StateMachineError";
+}
+
 /** The key-value state machine over a {@linkcode SmEngine}. */
 export class StateMachine {
   readonly #engine: SmEngine;
@@ -417,7 +422,32 @@ export class StateMachine {
     const dedupDirty = new Set<ClientId>();
     let membersDirty = false;
     let last: Entry | undefined;
+    // Every entry is decoded before anything changes. One that does not decode stops the apply
+    // (the node fails) rather than being skipped: a replica that skipped a committed entry would
+    // hold other data than the rest from then on. Entries are checksummed, so this is a format
+    // this node does not know, written by a newer one, or a bug.
+    const decodedAll: (Command[] | ConfChange | undefined)[] = [];
     for (const e of entries) {
+      if (e.index <= this.#applied) {
+        decodedAll.push(undefined);
+        continue;
+      }
+      try {
+        decodedAll.push(
+          e.type === EntryType.ConfChange ? decodeConfChange(e.data) : decodeBatch(e.data),
+        );
+      } catch (err) {
+        const what = e.type === EntryType.ConfChange ? "membership change" : "commands";
+        const why = err instanceof Error ? err.message : String(err);
+        throw new StateMachineError(
+          `entry ${e.index} (${what}) does not decode: ${why}. A node of a newer version may ` +
+            `have written it: upgrade this node`,
+        );
+      }
+    }
+    let pos = 0;
+    for (const e of entries) {
+      pos++;
       if (e.index <= this.#applied) {
         // Applied before a restart whose persisted commit index lagged: the raft core still
         // needs the membership changes in it (the state machine already has them).
@@ -425,34 +455,22 @@ export class StateMachine {
           try {
             confChanges.push({ cc: decodeConfChange(e.data), index: e.index });
           } catch {
-            // reported when it was first applied
+            // skipped when it was first applied (by a version that skipped such entries)
           }
         }
         continue;
       }
       last = e;
       if (e.index % this.#dedupSweepEvery === 0) this.#sweepDedup(e.index, ops, dedupDirty);
+      const decoded = decodedAll[pos - 1]!;
       if (e.type === EntryType.ConfChange) {
-        let cc: ConfChange;
-        try {
-          cc = decodeConfChange(e.data);
-        } catch (err) {
-          this.#onError(`entry ${e.index}: undecodable conf change skipped: ${err}`);
-          continue;
-        }
+        const cc = decoded as ConfChange;
         confChanges.push({ cc, index: e.index });
         this.#applyMember(cc);
         membersDirty = true;
         continue;
       }
-      let cmds: Command[];
-      try {
-        cmds = decodeBatch(e.data);
-      } catch (err) {
-        this.#onError(`entry ${e.index}: undecodable command batch skipped: ${err}`);
-        continue;
-      }
-      for (const cmd of cmds) {
+      for (const cmd of decoded as Command[]) {
         let result: CommandResult;
         const dedup = cmd.clientId !== 0 && cmd.seq > 0;
         const dup = dedup ? this.#dedup.get(cmd.clientId) : undefined;

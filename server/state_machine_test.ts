@@ -256,6 +256,38 @@ Deno.test("state machine expires exactly-once records at the same log index, how
   await b.engine.close();
 });
 
+Deno.test("state machine stops at an entry it cannot decode, and changes nothing", async () => {
+  const fs = new MemFs();
+  let { sm, engine } = await open(fs);
+  const k = enc.encode("k");
+  await sm.apply([
+    entry(1, [cmd({ op: "put", key: k, value: enc.encode("1"), clientId: 3, seq: 1 })]),
+  ], mine);
+  const newer = { index: 3, term: 1, type: EntryType.Normal, data: new Uint8Array([9, 0]) };
+  const batch = [
+    entry(2, [cmd({ op: "put", key: k, value: enc.encode("2"), clientId: 3, seq: 2 })]),
+    newer,
+  ];
+  await assert.rejects(() => sm.apply(batch, mine), (e: Error) => {
+    assert.equal(e.name, "StateMachineError");
+    assert.match(e.message, /entry 3 \(commands\) does not decode: .*version 9.*upgrade this node/);
+    return true;
+  });
+  // Nothing of the batch was applied, in memory or on disk.
+  assert.equal(sm.applied, 1);
+  assert.equal(dec.decode(sm.get(k)!), "1");
+  const badCc = { index: 2, term: 1, type: EntryType.ConfChange, data: new Uint8Array([0xff]) };
+  await assert.rejects(() => sm.apply([badCc], mine), /membership change/);
+  assert.deepEqual(sm.members, []);
+  await engine.close();
+  ({ sm, engine } = await open(fs));
+  assert.equal(sm.applied, 1);
+  // The retry of seq 2 after a restart is new: it was never applied.
+  await sm.apply([batch[0]!], mine);
+  assert.equal(dec.decode(sm.get(k)!), "2");
+  await engine.close();
+});
+
 Deno.test("state machine answers only its own commands and records membership changes", async () => {
   const { sm, engine } = await open(new MemFs());
   const other = { ...cmd({ op: "put", key: enc.encode("o"), value: enc.encode("1") }), origin: 2 };
