@@ -88,6 +88,18 @@ function _errMsg(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/**
+ * The hint a node's fatal or start-up error gets when the disk was full (ENOSPC), else "":
+ * what to do about it: nothing is lost (the node stops before it acknowledges
+ * what it could not write), and it restarts from its data once there is room.
+ */
+export function diskFullHint(e: unknown, dataDir: string): string {
+  const text = e instanceof Error ? `${e.message} ${String((e as { cause?: unknown }).cause)}` : "";
+  if (!/No space left on device|ENOSPC|os error 28/i.test(text)) return "";
+  return ` (the disk holding ${dataDir} is full: free space there, then restart this node; ` +
+    `it keeps every write it acknowledged and catches up from the others)`;
+}
+
 async function _checkDataDir(dir: string): Promise<void> {
   try {
     await Deno.mkdir(dir, { recursive: true });
@@ -98,7 +110,9 @@ async function _checkDataDir(dir: string): Promise<void> {
     if (e instanceof Deno.errors.NotCapable) {
       throw new StartError(`no permission for data directory ${dir}: ${_errMsg(e)}`);
     }
-    throw new StartError(`data directory ${dir} is not usable: ${_errMsg(e)}`);
+    throw new StartError(
+      `data directory ${dir} is not usable: ${_errMsg(e)}${diskFullHint(e, dir)}`,
+    );
   }
 }
 
@@ -336,7 +350,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       },
     },
     onFatal: (e) => {
-      log.error(`fatal: ${_errMsg(e)}; stopping`);
+      log.error(`fatal: ${_errMsg(e)}; stopping${diskFullHint(e, opts.dataDir)}`);
       resolveDone(1);
     },
   });

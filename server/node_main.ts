@@ -7,7 +7,7 @@
  */
 import { denoVersionProblem } from "./deno_version.ts";
 import { NODE_USAGE, parseNodeFlags, UsageError } from "./flags.ts";
-import { type RunningNode, StartError, startNode } from "./node.ts";
+import { diskFullHint, type RunningNode, StartError, startNode } from "./node.ts";
 
 function _fail(message: string, code: number): never {
   console.error(`concordkv: ${message}`);
@@ -35,7 +35,8 @@ export async function runNode(args: string[]): Promise<never> {
     node = await startNode(opts);
   } catch (e) {
     if (e instanceof StartError) _fail(`node ${opts.id}: ${e.message}`, 1);
-    _fail(`node ${opts.id}: failed to start: ${e instanceof Error ? e.message : e}`, 1);
+    const hint = diskFullHint(e, opts.dataDir);
+    _fail(`node ${opts.id}: failed to start: ${e instanceof Error ? e.message : e}${hint}`, 1);
   }
   let exiting = false;
   const shutdown = async (code: number) => {

@@ -666,7 +666,8 @@ export class RaftDriver {
 
   /** Schedules a turn of the Ready loop. */
   kick(): void {
-    if (this.#kicked || this.#stopped) return;
+    // After a fatal error the loop stays down (the node is stopping): it would only fail again.
+    if (this.#kicked || this.#stopped || this.#fatal !== undefined) return;
     this.#kicked = true;
     queueMicrotask(() => {
       this.#kicked = false;
