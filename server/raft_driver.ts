@@ -31,7 +31,13 @@
  */
 import type { RaftLogStore } from "../raft/log_store.ts";
 import type { RaftNode } from "../raft/node.ts";
-import { type Command, type CommandResult, commandSize, encodeBatch } from "../raft/command.ts";
+import {
+  clientIdOf,
+  type Command,
+  type CommandResult,
+  commandSize,
+  encodeBatch,
+} from "../raft/command.ts";
 import {
   type ConfChange,
   type Entry,
@@ -564,6 +570,13 @@ export class RaftDriver {
     }
     if (this.#fatal !== undefined) {
       return Promise.reject(new DriverError("unavailable", `node failed: ${this.#fatal}`));
+    }
+    if (clientIdOf(input.clientId) !== input.clientId || !Number.isSafeInteger(input.seq)) {
+      // The service checks both; a bad one here must fail this request, not the Ready loop
+      // (encodeBatch would throw there).
+      return Promise.reject(
+        new RangeError(`client id ${input.clientId} or seq ${input.seq} is out of range`),
+      );
     }
     const cmd = _command(input, this.#o.id, this.#o.epoch, this.#nextReq++);
     const deadline = Date.now() + timeoutMs;

@@ -342,6 +342,11 @@ Deno.test("driver: proposals carry every field of their command and are answered
     a.driver.receive([app(1, 2, [3, 1], [], 3)]); // learn the leader
     await a.driver.idle();
     const k = enc.encode("k");
+    // An id that is not in its one form (2^60 as a number) fails its request, not the loop.
+    await assert.rejects(
+      () => a.driver.propose({ op: "delete", key: k, clientId: 2 ** 60, seq: 1 }, 5000),
+      RangeError,
+    );
     const answers = [
       a.driver.propose({ op: "put", key: k, value: enc.encode("v1"), clientId: 4, seq: 1 }, 5000),
       a.driver.propose({
