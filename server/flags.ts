@@ -39,6 +39,11 @@ export interface NodeOptions {
    * `--peers` list stay apart (etcd's `--initial-cluster-token`). Empty: derived from --peers only.
    */
   clusterToken: string;
+  /**
+   * Space quota of this node's KV engine in bytes (tables on disk plus memtables; 0: none). Over
+   * it the node refuses puts (RESOURCE_EXHAUSTED) and still serves reads and deletes.
+   */
+  quotaBytes: number;
   /** Addresses of members of a running cluster to join (empty: bootstrap from --peers). */
   join: string[];
   /** Self-test mode: reads served from local state with no leadership check. Hidden. */
@@ -88,6 +93,11 @@ Options:
                     bootstrap only: mixed into the cluster id, so clusters created from the
                     same --peers list refuse each other's messages (default: none). On restart
                     the data directory's cluster id is used and --peers/this flag are ignored.
+  --quota-bytes N   space quota of the node's data (tables and memtables), in bytes, or with a
+                    KiB, MiB or GiB suffix (default 2GiB, as etcd's; 0: none). Over it the node
+                    refuses puts and writing compare-and-swaps with RESOURCE_EXHAUSTED and
+                    serves reads and deletes; writes resume once compaction has brought the
+                    data under it (delete keys), or after a restart with a larger quota
   --join H:P[,...]  join a running cluster through these members (start empty; the member
                     must have been added with \`kv member add\` first)
   -h, --help        print this help`;
@@ -114,6 +124,25 @@ function parsePositive(text: string, what: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n <= 0) {
     throw new UsageError(`${what} must be a positive integer, got "${text}"`);
+  }
+  return n;
+}
+
+const _UNITS = { "": 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
+
+/**
+ * Parses a byte count: digits, optionally followed by KiB, MiB or GiB (0 allowed).
+ *
+ * @example
+ * ```ts
+ * console.log(parseBytes("2GiB", "--quota-bytes")); // 2147483648
+ * ```
+ */
+export function parseBytes(text: string, what: string): number {
+  const m = /^(\d+)(KiB|MiB|GiB)?$/.exec(text);
+  const n = m === null ? NaN : Number(m[1]) * _UNITS[(m[2] ?? "") as keyof typeof _UNITS];
+  if (!Number.isSafeInteger(n)) {
+    throw new UsageError(`${what} must be a byte count such as 1073741824 or 1GiB, got "${text}"`);
   }
   return n;
 }
@@ -152,6 +181,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
         "heartbeat-ms": { type: "string", default: "100" },
         "snapshot-entries": { type: "string", default: "10000" },
         "read-mode": { type: "string", default: "readindex" },
+        "quota-bytes": { type: "string", default: "2GiB" },
         "initial-cluster-token": { type: "string", default: "" },
         join: { type: "string" },
         "unsafe-local-reads": { type: "boolean", default: false },
@@ -188,6 +218,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
   if (readMode !== "readindex" && readMode !== "lease") {
     throw new UsageError(`--read-mode must be readindex or lease, got "${readMode}"`);
   }
+  const quotaBytes = parseBytes(values["quota-bytes"], "--quota-bytes");
   const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
   for (const a of join) {
     const m = /^(.+):(\d+)$/.exec(a);
@@ -209,6 +240,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     snapshotEntries,
     readMode,
     clusterToken: values["initial-cluster-token"],
+    quotaBytes,
     join,
     unsafeLocalReads: values["unsafe-local-reads"],
     exitWithParent: values["exit-with-parent"],

@@ -13,6 +13,23 @@ Deno.test("node flags: defaults of DESIGN §3", () => {
   assert.deepEqual(o.join, []);
   assert.equal(o.unsafeLocalReads, false);
   assert.equal(o.readMode, "readindex");
+  assert.equal(o.quotaBytes, 2 * 1024 ** 3);
+});
+
+Deno.test("node flags: --quota-bytes takes bytes, KiB, MiB or GiB, and 0 for none", () => {
+  const q = (v: string) => {
+    const o = parseNodeFlags(["--id", "1", `--quota-bytes=${v}`]);
+    assert.ok(o !== "help");
+    return o.quotaBytes;
+  };
+  assert.equal(q("0"), 0);
+  assert.equal(q("1500000"), 1_500_000);
+  assert.equal(q("512KiB"), 512 * 1024);
+  assert.equal(q("64MiB"), 64 * 1024 ** 2);
+  assert.equal(q("8GiB"), 8 * 1024 ** 3);
+  for (const bad of ["", "-1", "1.5GiB", "1GB", "2 GiB", "99999999999999999999"]) {
+    assert.throws(() => q(bad), /--quota-bytes must be a byte count/, bad);
+  }
 });
 
 Deno.test("node flags: --read-mode lease is accepted, anything else is a usage error", () => {

@@ -459,6 +459,12 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     return { members: members(), index: sm.applied };
   };
 
+  // Space quota: the engine's tables and memtables, checked four times a second (not per write).
+  const quota = new SpaceQuota(opts.quotaBytes, () => {
+    const st = engine.stats();
+    return st.levels.reduce((n, lv) => n + lv.bytes, 0) + st.memtableBytes;
+  }, log);
+
   // gRPC server (server/h2: HTTP/2 on Deno.listen, frames coalesced into one write per turn).
   const server = new H2Server({
     maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
@@ -472,6 +478,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       sm,
       unsafeLocalReads: opts.unsafeLocalReads,
       addressOf,
+      spaceRefusal: () => quota.refusal,
       status,
       members,
       memberAdd: (req) => {
@@ -531,6 +538,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   try {
     await server.listen({ hostname: opts.host, port: opts.port });
   } catch (e) {
+    quota.stop();
     transport.close();
     await store.close().catch(() => {});
     await engine.close().catch(() => {});
@@ -587,6 +595,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         setTimeout(() => transport.close(), 300);
       });
       transport.close();
+      quota.stop();
       // 3. Stop the raft loop, fsync and close files.
       await driver.stop();
       try {
@@ -605,6 +614,58 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   };
 
   return { id: opts.id, port: opts.port, clusterId, done, stop };
+}
+
+/**
+ * A node's space quota (`--quota-bytes`, like etcd's `--quota-backend-bytes`): `used()` is
+ * sampled every {@linkcode SpaceQuota.INTERVAL_MS}; over `limit`, `refusal` says why writes that
+ * add data are refused. Not replicated state: each node checks its own data, which every replica
+ * holds alike, and a write let through near the limit is not a fault.
+ */
+export class SpaceQuota {
+  static readonly INTERVAL_MS = 250;
+  #refusal: string | undefined;
+  readonly #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    readonly limit: number,
+    readonly used: () => number,
+    readonly log: Pick<Logger, "warn" | "info">,
+  ) {
+    if (limit <= 0) return;
+    this.check();
+    this.#timer = setInterval(() => this.check(), SpaceQuota.INTERVAL_MS);
+  }
+
+  /** Why puts are refused now, or undefined. */
+  get refusal(): string | undefined {
+    return this.#refusal;
+  }
+
+  /** Samples the space used now. */
+  check(): void {
+    const used = this.used();
+    if (used > this.limit) {
+      const first = this.#refusal === undefined;
+      this.#refusal = `space quota exceeded: this node's data takes ${_mib(used)} of its ` +
+        `${_mib(this.limit)} quota (--quota-bytes); writes that add data are refused until ` +
+        `deleted keys are compacted away, or the nodes restart with a larger quota`;
+      if (first) this.log.warn(this.#refusal);
+    } else if (this.#refusal !== undefined) {
+      this.#refusal = undefined;
+      this.log.info(
+        `space back under the quota (${_mib(used)} of ${_mib(this.limit)}): writes resume`,
+      );
+    }
+  }
+
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+  }
+}
+
+function _mib(n: number): string {
+  return `${(n / 1024 ** 2).toFixed(1)} MiB`;
 }
 
 /** The `raft.Raft` service: the stream (hot path) plus the typed unary RPCs. */

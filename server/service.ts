@@ -64,6 +64,11 @@ export interface ServiceContext {
   readonly unsafeLocalReads: boolean;
   /** Client address of a member, if known. */
   addressOf(id: number): string | undefined;
+  /**
+   * Why writes that add data are refused now (the space quota is exceeded), or undefined. Puts and
+   * writing compare-and-swaps get RESOURCE_EXHAUSTED with it; reads and deletes go on.
+   */
+  spaceRefusal?(): string | undefined;
   status(): StatusResponse;
   members(): Member[];
   /** Membership RPCs (may reject with a {@linkcode RpcError}). */
@@ -305,6 +310,8 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
     Put: unary<PutRequest, PutResponse>((req, call) => {
       const key = _checkKey(req.key);
       const value = _checkValue(req.value);
+      const full = ctx.spaceRefusal?.();
+      if (full !== undefined) throw new RpcError(grpc.status.RESOURCE_EXHAUSTED, full);
       return write({
         op: "put",
         key,
@@ -350,6 +357,8 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       const key = _checkKey(req.key);
       const expected = _checkValue(req.expected, "expected");
       const value = _checkValue(req.value);
+      const full = req.delete === true ? undefined : ctx.spaceRefusal?.();
+      if (full !== undefined) throw new RpcError(grpc.status.RESOURCE_EXHAUSTED, full);
       const { result, index } = await write({
         op: "cas",
         key,
