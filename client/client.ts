@@ -191,6 +191,10 @@ export interface StatusInfo {
   firstIndex: number;
   lastIndex: number;
   snapshotIndex: number;
+  /** Bytes of the node's data (its engine's tables and memtables). */
+  dbBytes: number;
+  /** The node's space quota in bytes (0: none). */
+  quotaBytes: number;
   members: MemberInfo[];
   clusterId: string;
   version: string;
@@ -507,6 +511,8 @@ export class KVClient {
       firstIndex: _num(s.first_index),
       lastIndex: _num(s.last_index),
       snapshotIndex: _num(s.snapshot_index),
+      dbBytes: _num(s.db_bytes),
+      quotaBytes: _num(s.quota_bytes),
       members: (s.members ?? []).map(_member),
       clusterId: s.cluster_id ?? "",
       version: s.version ?? "",

@@ -152,6 +152,7 @@ async function _status(kv: KVClient, io: KvIO, timeoutMs: number): Promise<numbe
       s ? String(s.commitIndex) : "-",
       s ? String(s.appliedIndex) : "-",
       s ? String(s.lastIndex) : "-",
+      s ? _size(s.dbBytes) + (s.quotaBytes > 0 ? `/${_size(s.quotaBytes)}` : "") : "-",
       view.role === "leader" ? String(m.matchIndex) : "-",
       healthy ? "yes" : "no",
     ];
@@ -160,11 +161,30 @@ async function _status(kv: KVClient, io: KvIO, timeoutMs: number): Promise<numbe
   io.out(
     `cluster ${view.clusterId || "-"}  leader ${leader}  term ${view.term}\n` +
       formatTable(
-        ["ID", "ADDRESS", "ROLE", "KIND", "TERM", "COMMIT", "APPLIED", "LAST", "MATCH", "HEALTHY"],
+        [
+          "ID",
+          "ADDRESS",
+          "ROLE",
+          "KIND",
+          "TERM",
+          "COMMIT",
+          "APPLIED",
+          "LAST",
+          "DATA/QUOTA",
+          "MATCH",
+          "HEALTHY",
+        ],
         rows,
       ),
   );
   return 0;
+}
+
+/** A byte count for a table cell, without spaces: "812KiB", "1.5MiB", "2.0GiB". */
+function _size(n: number): string {
+  if (n < 1024 ** 2) return `${Math.round(n / 1024)}KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)}MiB`;
+  return `${(n / 1024 ** 3).toFixed(1)}GiB`;
 }
 
 /**

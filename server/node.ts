@@ -374,6 +374,11 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     term: () => node.term,
   });
 
+  /** Bytes of this node's data: the engine's tables and memtables (Status, the space quota). */
+  const dbBytes = (): number => {
+    const st = engine.stats();
+    return st.levels.reduce((n, lv) => n + lv.bytes, 0) + st.memtableBytes;
+  };
   const status = (): StatusResponse => {
     const st = node.status();
     return {
@@ -389,6 +394,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       cluster_id: clusterId,
       version: NODE_VERSION,
       snapshot_index: store.snapshot().meta.index,
+      db_bytes: dbBytes(),
+      quota_bytes: opts.quotaBytes,
     };
   };
   const members = (): Member[] => {
@@ -459,11 +466,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     return { members: members(), index: sm.applied };
   };
 
-  // Space quota: the engine's tables and memtables, checked four times a second (not per write).
-  const quota = new SpaceQuota(opts.quotaBytes, () => {
-    const st = engine.stats();
-    return st.levels.reduce((n, lv) => n + lv.bytes, 0) + st.memtableBytes;
-  }, log);
+  // Space quota, checked four times a second (not per write).
+  const quota = new SpaceQuota(opts.quotaBytes, dbBytes, log);
 
   // gRPC server (server/h2: HTTP/2 on Deno.listen, frames coalesced into one write per turn).
   const server = new H2Server({

@@ -151,6 +151,8 @@ export interface StatusResponse {
   cluster_id: string;
   version: string;
   snapshot_index: number;
+  db_bytes: number;
+  quota_bytes: number;
 }
 /** `kvstore.MemberListResponse`. */
 export interface MemberListResponse {

@@ -87,7 +87,7 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
       match(lines[0]!, /leader \d/);
       match(
         lines[1]!,
-        /^ID\s+ADDRESS\s+ROLE\s+KIND\s+TERM\s+COMMIT\s+APPLIED\s+LAST\s+MATCH\s+HEALTHY/,
+        /^ID\s+ADDRESS\s+ROLE\s+KIND\s+TERM\s+COMMIT\s+APPLIED\s+LAST\s+DATA\/QUOTA\s+MATCH\s+HEALTHY/,
       );
       equal(lines.length, 2 + 3, r.out);
       for (const n of c.nodes) {
@@ -99,8 +99,12 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
       }
       const rows = lines.slice(2);
       equal(rows.filter((l) => l.split(/\s+/)[2] === "leader").length, 1, r.out);
-      // The leader's view fills in the match index of every member.
-      for (const row of rows) match(row.split(/\s+/)[8] ?? "", /^\d+$/, r.out);
+      // The leader's view fills in the match index of every member; each node its data size
+      // against its quota (2 GiB by default).
+      for (const row of rows) {
+        match(row.split(/\s+/)[9] ?? "", /^\d+$/, r.out);
+        match(row.split(/\s+/)[8] ?? "", /^\d+(\.\d)?[KMG]iB\/2\.0GiB$/, r.out);
+      }
     });
 
     await step("member list names every member", async () => {

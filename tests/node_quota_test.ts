@@ -43,6 +43,10 @@ Deno.test("past its space quota a cluster refuses puts, serves reads and deletes
       );
       ok(await refusal(own.cas("k0", value(0), "changed")) !== undefined, `cas on ${n.id}`);
     }
+    // Status says how far over: the data's bytes against the quota.
+    const st = await c.status(c.nodes[0]!.id);
+    equal(st.quotaBytes, 1024 ** 2);
+    ok(st.dbBytes > st.quotaBytes, `${st.dbBytes} bytes of data`);
     // Reads and deletes go on.
     for (let i = 0; i < acked; i++) equal(await kv.getString(`k${i}`), value(i), `k${i}`);
     equal(await kv.delete("k0"), true);
