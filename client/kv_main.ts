@@ -180,8 +180,9 @@ async function _status(kv: KVClient, io: KvIO, timeoutMs: number): Promise<numbe
   return 0;
 }
 
-/** A byte count for a table cell, without spaces: "812KiB", "1.5MiB", "2.0GiB". */
+/** A byte count for a table cell, without spaces: "96B", "812KiB", "1.5MiB", "2.0GiB". */
 function _size(n: number): string {
+  if (n < 1024) return `${n}B`;
   if (n < 1024 ** 2) return `${Math.round(n / 1024)}KiB`;
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)}MiB`;
   return `${(n / 1024 ** 3).toFixed(1)}GiB`;
