@@ -290,6 +290,27 @@ class _Reader {
     throw new ProtoDecodeError("varint longer than 10 bytes");
   }
 
+  /**
+   * The number of the next field of a message whose known fields have the wire types `wires`
+   * (indexed by field number; -1 or past the end: unknown), or 0 at the end of the message.
+   * Unknown fields are skipped; a known one with another wire type is an error.
+   */
+  field(wires: readonly number[]): number {
+    while (this.p < this.b.length) {
+      const tag = this.varint();
+      const field = Math.floor(tag / 8);
+      const wire = tag & 7;
+      const want = field < wires.length ? wires[field]! : -1;
+      if (want < 0) {
+        this.skip(wire);
+        continue;
+      }
+      if (wire !== want) throw new ProtoDecodeError(`field ${field} has wire type ${wire}`);
+      return field;
+    }
+    return 0;
+  }
+
   /** A uint64 varint, exact: a number below 2^53, a bigint from there (bits past 64 dropped). */
   uint64(): ClientId {
     const b = this.b;
@@ -347,9 +368,11 @@ class _Reader {
   }
 }
 
-function _expect(wire: number, want: number, field: number): void {
-  if (wire !== want) throw new ProtoDecodeError(`field ${field} has wire type ${wire}`);
-}
+// Wire types of the known fields of each decoded request, by field number (0 varint, 2 bytes).
+const _PUT_WIRES = [-1, 2, 2, 0, 0];
+const _GET_WIRES = [-1, 2, 0];
+const _DELETE_WIRES = [-1, 2, 0, 0];
+const _CAS_WIRES = [-1, 2, 2, 0, 2, 0, 0, 0];
 
 /**
  * Decodes a `kvstore.PutRequest` (key and value are views into `b`).
@@ -363,23 +386,11 @@ function _expect(wire: number, want: number, field: number): void {
 export function decodePutRequest(b: Uint8Array): PutRequest {
   const r = new _Reader(b);
   let key: Uint8Array = _EMPTY, value: Uint8Array = _EMPTY, client_id: ClientId = 0, seq = 0;
-  while (r.p < b.length) {
-    const tag = r.varint();
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
-    if (field === 1) {
-      _expect(wire, 2, 1);
-      key = r.bytes();
-    } else if (field === 2) {
-      _expect(wire, 2, 2);
-      value = r.bytes();
-    } else if (field === 3) {
-      _expect(wire, 0, 3);
-      client_id = r.uint64();
-    } else if (field === 4) {
-      _expect(wire, 0, 4);
-      seq = r.varint();
-    } else r.skip(wire);
+  for (let f = r.field(_PUT_WIRES); f !== 0; f = r.field(_PUT_WIRES)) {
+    if (f === 1) key = r.bytes();
+    else if (f === 2) value = r.bytes();
+    else if (f === 3) client_id = r.uint64();
+    else seq = r.varint();
   }
   return { key, value, client_id, seq };
 }
@@ -395,17 +406,9 @@ export function decodePutRequest(b: Uint8Array): PutRequest {
 export function decodeGetRequest(b: Uint8Array): GetRequest {
   const r = new _Reader(b);
   let key: Uint8Array = _EMPTY, serializable = false;
-  while (r.p < b.length) {
-    const tag = r.varint();
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
-    if (field === 1) {
-      _expect(wire, 2, 1);
-      key = r.bytes();
-    } else if (field === 2) {
-      _expect(wire, 0, 2);
-      serializable = r.varint() !== 0;
-    } else r.skip(wire);
+  for (let f = r.field(_GET_WIRES); f !== 0; f = r.field(_GET_WIRES)) {
+    if (f === 1) key = r.bytes();
+    else serializable = r.varint() !== 0;
   }
   return { key, serializable };
 }
@@ -421,20 +424,10 @@ export function decodeGetRequest(b: Uint8Array): GetRequest {
 export function decodeDeleteRequest(b: Uint8Array): DeleteRequest {
   const r = new _Reader(b);
   let key: Uint8Array = _EMPTY, client_id: ClientId = 0, seq = 0;
-  while (r.p < b.length) {
-    const tag = r.varint();
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
-    if (field === 1) {
-      _expect(wire, 2, 1);
-      key = r.bytes();
-    } else if (field === 2) {
-      _expect(wire, 0, 2);
-      client_id = r.uint64();
-    } else if (field === 3) {
-      _expect(wire, 0, 3);
-      seq = r.varint();
-    } else r.skip(wire);
+  for (let f = r.field(_DELETE_WIRES); f !== 0; f = r.field(_DELETE_WIRES)) {
+    if (f === 1) key = r.bytes();
+    else if (f === 2) client_id = r.uint64();
+    else seq = r.varint();
   }
   return { key, client_id, seq };
 }
@@ -452,32 +445,29 @@ export function decodeCompareAndSwapRequest(b: Uint8Array): CompareAndSwapReques
   const r = new _Reader(b);
   let key: Uint8Array = _EMPTY, expected: Uint8Array = _EMPTY, value: Uint8Array = _EMPTY;
   let expect_absent = false, del = false, client_id: ClientId = 0, seq = 0;
-  while (r.p < b.length) {
-    const tag = r.varint();
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
-    if (field === 1) {
-      _expect(wire, 2, 1);
-      key = r.bytes();
-    } else if (field === 2) {
-      _expect(wire, 2, 2);
-      expected = r.bytes();
-    } else if (field === 3) {
-      _expect(wire, 0, 3);
-      expect_absent = r.varint() !== 0;
-    } else if (field === 4) {
-      _expect(wire, 2, 4);
-      value = r.bytes();
-    } else if (field === 5) {
-      _expect(wire, 0, 5);
-      del = r.varint() !== 0;
-    } else if (field === 6) {
-      _expect(wire, 0, 6);
-      client_id = r.uint64();
-    } else if (field === 7) {
-      _expect(wire, 0, 7);
-      seq = r.varint();
-    } else r.skip(wire);
+  for (let f = r.field(_CAS_WIRES); f !== 0; f = r.field(_CAS_WIRES)) {
+    switch (f) {
+      case 1:
+        key = r.bytes();
+        break;
+      case 2:
+        expected = r.bytes();
+        break;
+      case 3:
+        expect_absent = r.varint() !== 0;
+        break;
+      case 4:
+        value = r.bytes();
+        break;
+      case 5:
+        del = r.varint() !== 0;
+        break;
+      case 6:
+        client_id = r.uint64();
+        break;
+      default:
+        seq = r.varint();
+    }
   }
   return { key, expected, expect_absent, value, delete: del, client_id, seq };
 }
