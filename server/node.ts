@@ -62,7 +62,8 @@ import {
 } from "./service.ts";
 import { readSnapshotFile, sendSnapshot, snapPath, SnapshotReceiver } from "./snapshot.ts";
 import { StateMachine } from "./state_machine.ts";
-import { H2Server } from "./h2/server.ts";
+import { H2Server, type Http1Response } from "./h2/server.ts";
+import { counter, gauge, type Metric, renderMetrics } from "./metrics.ts";
 import { CHANNEL_OPTIONS, Transport } from "./transport.ts";
 
 /** The version a node reports in `Status`. */
@@ -470,9 +471,93 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const quota = new SpaceQuota(opts.quotaBytes, dbBytes, log);
 
   // gRPC server (server/h2: HTTP/2 on Deno.listen, frames coalesced into one write per turn).
+  // GET /metrics (Prometheus text) and GET /health, plain HTTP/1.1 on the client port.
+  const metrics = (): Metric[] => {
+    const st = node.status();
+    const es = engine.stats();
+    const sync = store.syncStats;
+    const mem = Deno.memoryUsage();
+    const levels = (f: (lv: { tables: number; bytes: number }) => number) =>
+      es.levels.map((lv, i) => ({ labels: { level: String(i) }, value: f(lv) }));
+    return [
+      gauge("concordkv_raft_term", "Current Raft term.", st.term),
+      gauge(
+        "concordkv_raft_is_leader",
+        "1 if this node is the leader.",
+        st.role === "leader" ? 1 : 0,
+      ),
+      gauge(
+        "concordkv_raft_has_leader",
+        "1 if this node knows a leader.",
+        st.leader !== NONE ? 1 : 0,
+      ),
+      gauge("concordkv_raft_commit_index", "Highest log index known committed.", st.commit),
+      gauge("concordkv_raft_applied_index", "Highest log index applied.", sm.applied),
+      gauge(
+        "concordkv_raft_log_first_index",
+        "First index kept in the Raft log.",
+        store.firstIndex(),
+      ),
+      gauge("concordkv_raft_log_last_index", "Last index in the Raft log.", store.lastIndex()),
+      counter("concordkv_raft_log_fsyncs_total", "Raft log writes fsynced.", sync.syncs),
+      counter(
+        "concordkv_raft_log_inline_fsyncs_total",
+        "Raft log fsyncs made on the event-loop thread.",
+        sync.inlineSyncs,
+      ),
+      gauge("concordkv_db_bytes", "Bytes of this node's data (tables and memtables).", dbBytes()),
+      gauge("concordkv_quota_bytes", "Space quota (--quota-bytes; 0: none).", opts.quotaBytes),
+      gauge(
+        "concordkv_quota_exceeded",
+        "1 while puts are refused for space.",
+        quota.refusal ? 1 : 0,
+      ),
+      {
+        name: "concordkv_engine_level_tables",
+        help: "SSTables per LSM level.",
+        type: "gauge",
+        values: levels((lv) => lv.tables),
+      },
+      {
+        name: "concordkv_engine_level_bytes",
+        help: "SSTable bytes per LSM level.",
+        type: "gauge",
+        values: levels((lv) => lv.bytes),
+      },
+      gauge("concordkv_engine_memtable_bytes", "Bytes in memtables.", es.memtableBytes),
+      counter("concordkv_engine_flushes_total", "Memtable flushes.", es.workerFlushes),
+      counter("concordkv_engine_compactions_total", "Compactions.", es.workerCompactions),
+      counter("concordkv_engine_block_cache_hits_total", "Block cache hits.", es.cacheHits),
+      counter("concordkv_engine_block_cache_misses_total", "Block cache misses.", es.cacheMisses),
+      gauge("concordkv_exactly_once_clients", "Clients in the exactly-once table.", sm.dedupSize),
+      gauge("process_resident_memory_bytes", "Resident memory of the node process.", mem.rss),
+      gauge("concordkv_js_heap_used_bytes", "V8 heap in use.", mem.heapUsed),
+    ];
+  };
+  const http1 = (path: string): Http1Response | undefined => {
+    if (path === "/metrics") {
+      return {
+        status: 200,
+        contentType: "text/plain; version=0.0.4; charset=utf-8",
+        body: renderMetrics(metrics()),
+      };
+    }
+    if (path === "/health") {
+      const ok = driver.leader !== NONE && !driver.failed;
+      const reason = driver.failed ? "failed" : "no leader";
+      return {
+        status: ok ? 200 : 503,
+        contentType: "application/json",
+        body: ok ? `{"health":"true"}\n` : `{"health":"false","reason":"${reason}"}\n`,
+      };
+    }
+    return undefined;
+  };
+
   const server = new H2Server({
     maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
     maxSendMessageBytes: MAX_MESSAGE_BYTES,
+    http1,
   });
   server.addService(
     tolerantService(kvstorePackage().KVStore.service),

@@ -3,7 +3,7 @@
  * Status, a client built only from the seed's proto, 1,000 calls then close, and bad inputs.
  * One cluster serves every step.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -105,6 +105,31 @@ Deno.test("client API of a 3-node cluster", async (t) => {
       );
       equal(await kv.getString("dedup-wide-a"), "a2");
       equal(await kv.getString("dedup-wide-b"), "b2");
+    });
+
+    await step("GET /metrics and /health over plain HTTP on the client port", async () => {
+      const leader = await c.waitForLeader(5000);
+      await kv.put("metrics-probe", "1");
+      const res = await fetch(`http://${c.node(leader).address}/metrics`);
+      equal(res.status, 200);
+      match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+      const text = await res.text();
+      match(text, /^# HELP concordkv_raft_term /m);
+      match(text, /^# TYPE concordkv_raft_applied_index gauge$/m);
+      match(text, /^concordkv_raft_is_leader 1$/m);
+      match(text, /^concordkv_engine_level_bytes\{level="0"\} \d+$/m);
+      const applied = Number(/^concordkv_raft_applied_index (\d+)$/m.exec(text)?.[1]);
+      ok(applied >= (await c.status(leader)).appliedIndex - 1 && applied > 3, `applied ${applied}`);
+      for (const n of c.nodes) {
+        const h = await fetch(`http://${n.address}/health`);
+        equal(h.status, 200, `node ${n.id}`);
+        deepEqual(await h.json(), { health: "true" });
+      }
+      const missing = await fetch(`http://${c.node(leader).address}/nope`);
+      equal(missing.status, 404);
+      await missing.body?.cancel();
+      // gRPC on the same port goes on.
+      equal(await kv.getString("metrics-probe"), "1");
     });
 
     await step("compare-and-swap swaps only on a match", async () => {

@@ -375,7 +375,8 @@ Deno.test("a node's HTTP/2 port survives hostile input and keeps serving", async
 
     await t.step("garbage instead of the preface: GOAWAY PROTOCOL_ERROR, closed", async () => {
       const c = await open({ raw: true });
-      await c.send(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+      // (A plain GET is answered over HTTP/1.1: /metrics and /health, tests/node_api_test.ts.)
+      await c.send(new TextEncoder().encode("POST / HTTP/1.1\r\nHost: x\r\n\r\n"));
       await c.expectGoaway(PROTOCOL_ERROR);
       await c.close();
       await stillServes();

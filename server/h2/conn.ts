@@ -48,6 +48,18 @@ import {
 } from "./wire.ts";
 
 const READ_SIZE = 64 * 1024;
+/** How a plain HTTP/1.1 request starts (see `#http1`). */
+const _GET = new TextEncoder().encode("GET ");
+/** Longest HTTP/1.1 request head read. */
+const HTTP1_MAX_HEAD = 8 * 1024;
+const HTTP1_REASONS: Record<number, string> = {
+  200: "OK",
+  400: "Bad Request",
+  404: "Not Found",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
 /** Unwritten output above which a connection stops reading until its write in flight ends. */
 const MAX_PENDING_OUTPUT = 1024 * 1024;
 /**
@@ -119,7 +131,8 @@ export class H2Conn {
       [SETTINGS_MAX_HEADER_LIST_SIZE, o.maxHeaderListSize],
     ]);
     if (o.connectionWindow > 65_535) this.#out.windowUpdate(0, o.connectionWindow - 65_535);
-    this.#scheduleFlush();
+    // Sent once the client's preface arrived (a client sends its preface without waiting for
+    // ours), so that a plain HTTP/1.1 request on this port gets nothing but its answer.
     this.#prefaceTimer = setTimeout(() => {
       this.#prefaceTimer = undefined;
       if (!this.#prefaceSeen) this.destroy();
@@ -285,10 +298,61 @@ export class H2Conn {
 
   // --- input ---------------------------------------------------------------------------------
 
+  /**
+   * A plain HTTP/1.1 GET instead of the HTTP/2 preface ({@linkcode H2ServerOptions.http1}):
+   * waits for the whole request head (at most {@linkcode HTTP1_MAX_HEAD} bytes), answers it in
+   * place of our unsent SETTINGS, and closes. Returns the bytes consumed.
+   */
+  #http1(b: Uint8Array): number {
+    const head = Math.min(b.length, HTTP1_MAX_HEAD);
+    for (let i = 0; i < Math.min(head, _GET.length); i++) {
+      if (b[i] !== _GET[i]) return this.#http1Answer(b, 400, "text/plain", "bad request\n");
+    }
+    let end = -1;
+    for (let i = 3; i < head; i++) {
+      if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) {
+        end = i;
+        break;
+      }
+    }
+    if (end < 0) {
+      if (b.length < HTTP1_MAX_HEAD) return 0; // the rest of the head is on its way
+      return this.#http1Answer(b, 431, "text/plain", "request header fields too large\n");
+    }
+    const line = new TextDecoder().decode(b.subarray(0, b.indexOf(13)));
+    const m = /^GET (\S+) HTTP\/1\.[01]$/.exec(line);
+    if (m === null) return this.#http1Answer(b, 400, "text/plain", "bad request\n");
+    let res;
+    try {
+      res = this.server.opts.http1!(m[1]!);
+    } catch (e) {
+      return this.#http1Answer(b, 500, "text/plain", `${e instanceof Error ? e.message : e}\n`);
+    }
+    if (res === undefined) return this.#http1Answer(b, 404, "text/plain", "not found\n");
+    return this.#http1Answer(b, res.status, res.contentType, res.body);
+  }
+
+  /** Queues the answer in place of our unsent SETTINGS, ends the connection; consumes `b`. */
+  #http1Answer(b: Uint8Array, status: number, contentType: string, body: string): number {
+    const payload = new TextEncoder().encode(body);
+    const reason = HTTP1_REASONS[status] ?? "";
+    const head = `HTTP/1.1 ${status} ${reason}\r\ncontent-type: ${contentType}\r\n` +
+      `content-length: ${payload.length}\r\nconnection: close\r\n\r\n`;
+    clearTimeout(this.#prefaceTimer);
+    this.#out.reset(); // our SETTINGS, never sent
+    this.#out.put(new TextEncoder().encode(head));
+    this.#out.put(payload);
+    this.#dead = true;
+    this.#closeAfterWrite = true;
+    this.#scheduleFlush();
+    return b.length;
+  }
+
   /** Parses whole frames from `b`; returns the number of bytes consumed. */
   #parse(b: Uint8Array): number {
     let pos = 0;
     if (!this.#prefaceSeen) {
+      if (b[0] === _GET[0] && this.server.opts.http1 !== undefined) return this.#http1(b);
       const n = Math.min(b.length, PREFACE.length);
       for (let i = 0; i < n; i++) {
         if (b[i] !== PREFACE[i]) {
@@ -299,6 +363,7 @@ export class H2Conn {
       if (b.length < PREFACE.length) return 0;
       this.#prefaceSeen = true;
       clearTimeout(this.#prefaceTimer);
+      this.#scheduleFlush(); // our SETTINGS
       pos = PREFACE.length;
     }
     while (b.length - pos >= 9 && !this.#dead) {

@@ -74,6 +74,20 @@ export interface H2ServerOptions {
    * accepted is closed (a slow or idle opener must not hold a socket forever). Default 10 s.
    */
   prefaceTimeoutMs?: number;
+  /**
+   * Plain HTTP/1.1 `GET` requests on the same port (a connection whose first bytes are `GET `
+   * rather than the HTTP/2 preface), as etcd serves `/metrics` and `/health` on its client port:
+   * called with the request's path, it returns the response (or undefined: 404). The connection
+   * answers that one request and closes. Without it such a connection is a bad preface.
+   */
+  http1?: (path: string) => Http1Response | undefined;
+}
+
+/** A response to a plain HTTP/1.1 GET ({@linkcode H2ServerOptions.http1}). */
+export interface Http1Response {
+  status: number;
+  contentType: string;
+  body: string;
 }
 
 /** Everything the server knows about one method. */
@@ -93,7 +107,7 @@ const DEADLINE_SWEEP_MS = 20;
 export class H2Server {
   readonly #methods = new Map<string, H2Method>();
   readonly #conns = new Set<H2Conn>();
-  readonly opts: Required<H2ServerOptions>;
+  readonly opts: Required<Omit<H2ServerOptions, "http1">> & Pick<H2ServerOptions, "http1">;
   #listener: Deno.TcpListener | undefined;
   #shutdownCb: (() => void)[] = [];
   #shuttingDown = false;
@@ -111,6 +125,7 @@ export class H2Server {
       flush: opts.flush ?? "microtask",
       writeHighWaterMark: opts.writeHighWaterMark ?? 1024 * 1024,
       prefaceTimeoutMs: opts.prefaceTimeoutMs ?? 10_000,
+      http1: opts.http1,
     };
   }
 

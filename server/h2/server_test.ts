@@ -381,6 +381,49 @@ Deno.test("listen on a used port throws AddrInUse", async () => {
   }
 });
 
+Deno.test("plain HTTP/1.1 GETs on the same port get the http1 hook's answer, gRPC goes on", async () => {
+  const f = await start({
+    http1: (path) =>
+      path === "/x" ? { status: 200, contentType: "text/plain", body: "hi ü" } : undefined,
+  });
+  const raw = async (...parts: string[]): Promise<string> => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: f.port });
+    try {
+      for (const p of parts) {
+        await c.write(new TextEncoder().encode(p));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const chunks: Uint8Array[] = [];
+      const buf = new Uint8Array(4096);
+      for (let n = await c.read(buf); n !== null; n = await c.read(buf)) {
+        chunks.push(buf.slice(0, n));
+      }
+      return new TextDecoder().decode(new Uint8Array(chunks.flatMap((x) => [...x])));
+    } finally {
+      c.close();
+    }
+  };
+  try {
+    // The whole answer and nothing before it (no SETTINGS frame), then the connection closes;
+    // a request head that arrives in pieces is waited for.
+    assert.equal(
+      await raw("GET /x HT", "TP/1.1\r\nHost: a\r\n", "\r\n"),
+      "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhi ü",
+    );
+    assert.match(await raw("GET /nope HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 404 Not Found\r\n/);
+    assert.match(await raw("GET nonsense\r\n\r\n"), /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.match(await raw("GET /" + "x".repeat(9000)), /^HTTP\/1\.1 431 /);
+    const res = await fetch(`http://127.0.0.1:${f.port}/x`);
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "hi ü");
+    // gRPC on the same port is unaffected.
+    const { value } = await unary(f.client, "Echo", new TextEncoder().encode("still"));
+    assert.equal(value.toString(), "still");
+  } finally {
+    await f.close();
+  }
+});
+
 Deno.test("a connection that never finishes the preface is closed; one that did is kept", async () => {
   const f = await start({ prefaceTimeoutMs: 200 });
   const slow = await Deno.connect({ hostname: "127.0.0.1", port: f.port });
