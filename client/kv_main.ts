@@ -12,6 +12,8 @@
  *       [--absent]           (with --absent: `cas KEY NEW` sets KEY only if it is absent)
  *   status                   table of the members: id, address, role, term, indexes, healthy
  *   member list | add ID HOST:PORT [--learner] | promote ID | remove ID | transfer-leader ID
+ *   backup > FILE            a consistent copy of every key, to standard output
+ *   restore < FILE           put every pair of a backup read from standard input
  * ```
  *
  * Exit codes: 0 success, 1 key absent (get) or comparison failed (cas), 2 bad command line,
@@ -20,7 +22,15 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { bytesToString, KVClient, KVError, type MemberInfo, type StatusInfo } from "./client.ts";
+import {
+  backupRecords,
+  bytesToString,
+  KVClient,
+  KVError,
+  type MemberInfo,
+  type StatusInfo,
+} from "./client.ts";
+import { crc32 } from "node:zlib";
 
 /** The default endpoints: the default local cluster. */
 export const DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053";
@@ -42,18 +52,24 @@ Commands:
   member promote ID             make learner ID a voter
   member remove ID
   member transfer-leader ID     hand leadership to ID
+  backup > FILE                 write a consistent copy of every key (one linearizable point)
+  restore < FILE                put every pair of a backup (checked chunk by chunk) into the cluster
 
 Options:
   --endpoints LIST   nodes to contact (default ${DEFAULT_ENDPOINTS})
-  --timeout-ms N     deadline of the operation, retries included (default 5000)
+  --timeout-ms N     deadline of the operation, retries included (default 5000; backup 600000)
   -h, --help         print this help
 
 Exit codes: 0 ok, 1 absent key / failed comparison, 2 bad command line, 3 request failed.`;
 
-/** Where the command writes. */
+/** Where the command writes (and, for `restore`, reads). */
 export interface KvIO {
   out(text: string): void;
   err(text: string): void;
+  /** Binary output (`backup`). Default: standard output. */
+  outBytes?(bytes: Uint8Array): void;
+  /** Binary input (`restore`). Default: standard input. */
+  input?(): AsyncIterable<Uint8Array>;
 }
 
 class _Usage extends Error {}
@@ -61,10 +77,12 @@ class _Usage extends Error {}
 const _stdio: KvIO = {
   out: (t) => _writeAll(Deno.stdout, t),
   err: (t) => _writeAll(Deno.stderr, t),
+  outBytes: (b) => _writeAll(Deno.stdout, b),
+  input: () => Deno.stdin.readable,
 };
 
-function _writeAll(w: { writeSync(p: Uint8Array): number }, text: string): void {
-  const b = new TextEncoder().encode(text);
+function _writeAll(w: { writeSync(p: Uint8Array): number }, text: string | Uint8Array): void {
+  const b = typeof text === "string" ? new TextEncoder().encode(text) : text;
   let off = 0;
   while (off < b.length) off += w.writeSync(b.subarray(off));
 }
@@ -206,7 +224,7 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
       allowPositionals: true,
       options: {
         endpoints: { type: "string", default: DEFAULT_ENDPOINTS },
-        "timeout-ms": { type: "string", default: "5000" },
+        "timeout-ms": { type: "string" },
         limit: { type: "string" },
         learner: { type: "boolean", default: false },
         absent: { type: "boolean", default: false },
@@ -220,7 +238,8 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
     }
     const [cmd, ...pos] = positionals;
     if (cmd === undefined) throw new _Usage("no command given (try --help)");
-    const timeoutMs = _id(values["timeout-ms"], "--timeout-ms");
+    const given = values["timeout-ms"];
+    const timeoutMs = given === undefined ? 5000 : _id(given, "--timeout-ms");
     const limit = values.limit === undefined ? 0 : _id(values.limit, "--limit");
     const endpoints = values.endpoints.split(",").map((s) => s.trim()).filter((s) => s !== "");
     if (endpoints.length === 0) throw new _Usage("--endpoints is empty");
@@ -284,6 +303,13 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         return await _status(kv, io, timeoutMs);
       case "member":
         return await _member(kv, pos, values.learner, io);
+      case "backup":
+        _arity(pos, 0, "backup");
+        // A backup streams the whole store: ten minutes unless --timeout-ms says otherwise.
+        return await _backup(kv, io, given === undefined ? 600_000 : timeoutMs);
+      case "restore":
+        _arity(pos, 0, "restore");
+        return await _restore(kv, io);
       default:
         throw new _Usage(`unknown command "${cmd}" (try --help)`);
     }
@@ -356,6 +382,122 @@ async function _member(kv: KVClient, pos: string[], learner: boolean, io: KvIO):
       throw new _Usage("usage: member list|add|promote|remove|transfer-leader ...");
     default:
       throw new _Usage(`unknown member command "${sub}"`);
+  }
+}
+
+/**
+ * The backup file: {@linkcode BACKUP_MAGIC}, then the Backup RPC's chunks as
+ * `length:u32le crc32:u32le data`, then `0:u32le crc32:u32le pairs:u64le index:u64le` (the CRC
+ * over the 16 bytes after it).
+ */
+export const BACKUP_MAGIC: Uint8Array = new TextEncoder().encode("CKVBAK01");
+
+async function _backup(kv: KVClient, io: KvIO, timeoutMs: number): Promise<number> {
+  const write = io.outBytes ?? ((b: Uint8Array) => _writeAll(Deno.stdout, b));
+  write(BACKUP_MAGIC);
+  let pairs = 0;
+  let index = 0;
+  for await (const c of kv.backup({ timeoutMs })) {
+    const head = new Uint8Array(8);
+    const v = new DataView(head.buffer);
+    v.setUint32(0, c.data.length, true);
+    v.setUint32(4, crc32(c.data) >>> 0, true);
+    write(head);
+    write(c.data);
+    for (const _ of backupRecords(c.data)) pairs++;
+    index = c.index;
+  }
+  const end = new Uint8Array(24);
+  const v = new DataView(end.buffer);
+  v.setBigUint64(8, BigInt(pairs), true);
+  v.setBigUint64(16, BigInt(index), true);
+  v.setUint32(4, crc32(end.subarray(8)) >>> 0, true);
+  write(end);
+  io.err(`kv: backup of ${pairs} pairs at log index ${index}\n`);
+  return 0;
+}
+
+/** Reads exactly n bytes from a byte stream (undefined at a clean end before any byte). */
+class _Reader {
+  #buf = new Uint8Array(0);
+  #it: AsyncIterator<Uint8Array>;
+  offset = 0;
+  constructor(src: AsyncIterable<Uint8Array>) {
+    this.#it = src[Symbol.asyncIterator]();
+  }
+  async read(n: number): Promise<Uint8Array | undefined> {
+    while (this.#buf.length < n) {
+      const r = await this.#it.next();
+      if (r.done) {
+        if (this.#buf.length === 0) return undefined;
+        throw new Error(`backup is truncated at byte ${this.offset + this.#buf.length}`);
+      }
+      const b = new Uint8Array(this.#buf.length + r.value.length);
+      b.set(this.#buf);
+      b.set(r.value, this.#buf.length);
+      this.#buf = b;
+    }
+    const out = this.#buf.slice(0, n);
+    this.#buf = this.#buf.subarray(n);
+    this.offset += n;
+    return out;
+  }
+}
+
+async function _restore(kv: KVClient, io: KvIO): Promise<number> {
+  const r = new _Reader(io.input?.() ?? Deno.stdin.readable);
+  let pairs = 0;
+  const fail = (why: string): number => {
+    io.err(`kv: restore stopped: ${why}; ${pairs} pairs before it were written\n`);
+    return 3;
+  };
+  const magic = await r.read(BACKUP_MAGIC.length).catch(() => undefined);
+  if (magic === undefined || !magic.every((b, i) => b === BACKUP_MAGIC[i])) {
+    return fail("the input is not a ConcordKV backup (kv backup writes one)");
+  }
+  for (let chunk = 0;; chunk++) {
+    let head;
+    try {
+      head = await r.read(8);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+    if (head === undefined) return fail(`backup is truncated at byte ${r.offset}: no end record`);
+    const v = new DataView(head.buffer);
+    const len = v.getUint32(0, true);
+    const crc = v.getUint32(4, true);
+    let data;
+    try {
+      data = await r.read(len === 0 ? 16 : len);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+    if (data === undefined || (crc32(data) >>> 0) !== crc) {
+      return fail(`chunk ${chunk} at byte ${r.offset - len - 8} fails its checksum`);
+    }
+    if (len === 0) {
+      const t = new DataView(data.buffer);
+      const want = Number(t.getBigUint64(0, true));
+      if (want !== pairs) return fail(`the backup says ${want} pairs, ${pairs} were read`);
+      io.out(`restored ${pairs} pairs (backup of log index ${t.getBigUint64(8, true)})\n`);
+      return 0;
+    }
+    let records;
+    try {
+      records = [...backupRecords(data)];
+    } catch (e) {
+      return fail(`chunk ${chunk}: ${(e as Error).message}`);
+    }
+    // Up to 32 puts in flight; each is exactly-once, so a retried one is applied once.
+    for (let i = 0; i < records.length; i += 32) {
+      try {
+        await Promise.all(records.slice(i, i + 32).map((p) => kv.put(p.key, p.value)));
+      } catch (e) {
+        if (!(e instanceof KVError)) throw e;
+        return fail(`${e.kind}: ${e.message}`);
+      }
+      pairs += Math.min(32, records.length - i);
+    }
   }
 }
 

@@ -568,6 +568,12 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       unsafeLocalReads: opts.unsafeLocalReads,
       addressOf,
       spaceRefusal: () => quota.refusal,
+      backupView: async (timeoutMs) => {
+        await driver.readBarrier(timeoutMs);
+        // No await between the view and the index: both are as of the same applied entry.
+        const view = engine.snapshot();
+        return { index: sm.applied, view };
+      },
       status,
       members,
       memberAdd: (req) => {

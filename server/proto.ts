@@ -118,6 +118,14 @@ export interface CompareAndSwapRequest {
   client_id: ClientId;
   seq: number;
 }
+/** `kvstore.BackupChunk`. */
+export interface BackupChunk {
+  data: Uint8Array;
+  crc: number;
+  index: number;
+  done: boolean;
+  pairs: number;
+}
 /** `kvstore.CompareAndSwapResponse`. */
 export interface CompareAndSwapResponse {
   success: boolean;

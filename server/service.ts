@@ -13,7 +13,9 @@
 import * as grpc from "@grpc/grpc-js";
 import { type ClientId, clientIdOf, type CommandResult } from "../raft/command.ts";
 import { type CommandInput, DriverError, type RaftDriver } from "./raft_driver.ts";
-import type { StateMachine } from "./state_machine.ts";
+import { type StateMachine, userPairs } from "./state_machine.ts";
+import { type EngineView, snapshotChunks } from "./snapshot.ts";
+import { crc32 } from "node:zlib";
 import {
   decodeCompareAndSwapRequest,
   decodeDeleteRequest,
@@ -24,6 +26,7 @@ import {
   encodePutResponse,
 } from "./proto.ts";
 import type {
+  BackupChunk,
   CompareAndSwapRequest,
   CompareAndSwapResponse,
   DeleteRequest,
@@ -69,6 +72,11 @@ export interface ServiceContext {
    * writing compare-and-swaps get RESOURCE_EXHAUSTED with it; reads and deletes go on.
    */
   spaceRefusal?(): string | undefined;
+  /**
+   * For a backup: after a linearizable read barrier (`timeoutMs`), a pinned view of the engine
+   * and the applied index it is at. The caller releases the view.
+   */
+  backupView?(timeoutMs: number): Promise<{ index: number; view: EngineView }>;
   status(): StatusResponse;
   members(): Member[];
   /** Membership RPCs (may reject with a {@linkcode RpcError}). */
@@ -295,6 +303,48 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
   ): Promise<{ result: CommandResult; index: number }> =>
     ctx.driver.propose(input, _timeoutMs(call));
 
+  /** Streams every user key as of a linearizable point, in CRC'd chunks, then a count. */
+  const backup = async (call: grpc.ServerWritableStream<unknown, BackupChunk>): Promise<void> => {
+    let cancelled = false;
+    call.on("cancelled", () => cancelled = true);
+    let snap: { index: number; view: EngineView };
+    try {
+      if (ctx.backupView === undefined) {
+        throw new RpcError(grpc.status.UNIMPLEMENTED, "this node does not serve backups");
+      }
+      snap = await ctx.backupView(_timeoutMs(call as unknown as AnyCall));
+    } catch (e) {
+      call.emit("error", fail(e));
+      return;
+    }
+    try {
+      let pairs = 0;
+      const counted = async function* () {
+        for await (const kv of userPairs(snap.view.scan())) {
+          pairs++;
+          yield kv;
+        }
+      };
+      for await (const data of snapshotChunks(counted())) {
+        if (cancelled) return;
+        const chunk = { data, crc: crc32(data) >>> 0, index: snap.index, done: false, pairs: 0 };
+        if (!call.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            call.once("drain", resolve);
+            call.once("cancelled", resolve);
+          });
+        }
+      }
+      if (cancelled) return;
+      call.write({ data: EMPTY, crc: 0, index: snap.index, done: true, pairs });
+      call.end();
+    } catch (e) {
+      call.emit("error", fail(e));
+    } finally {
+      snap.view.release();
+    }
+  };
+
   const readBarrier = async (serializable: boolean, call: AnyCall): Promise<void> => {
     if (serializable || ctx.unsafeLocalReads) return;
     await ctx.driver.readBarrier(_timeoutMs(call));
@@ -374,6 +424,10 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
     }),
 
     Status: unary<unknown, StatusResponse>(() => ctx.status()),
+
+    Backup: (call: grpc.ServerWritableStream<unknown, BackupChunk>) => {
+      void backup(call);
+    },
 
     MemberList: unary<unknown, MemberListResponse>(() => ({
       members: ctx.members(),

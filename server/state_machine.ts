@@ -138,6 +138,18 @@ function _meta(name: string): Uint8Array {
   return out;
 }
 
+/**
+ * The user keys and values of a scan over the whole engine (as a snapshot view gives them), with
+ * the namespace byte removed; internal keys are left out.
+ */
+export async function* userPairs(
+  all: AsyncIterable<EngineKeyValue>,
+): AsyncIterable<EngineKeyValue> {
+  for await (const kv of all) {
+    if (kv.key[0] === USER) yield { key: kv.key.subarray(1), value: kv.value };
+  }
+}
+
 /** Prefixes a user key with the user namespace byte. */
 export function userKey(key: Uint8Array): Uint8Array {
   const out = new Uint8Array(key.length + 1);

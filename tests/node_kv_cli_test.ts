@@ -2,8 +2,9 @@
  * `deno task kv` end to end against a real 3-node cluster: put, get, a missing get (exit 1, no
  * output), del, scan, cas, status, member list, and errors (one line on stderr, non-zero exit).
  */
-import { equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { freePorts, TestCluster } from "./harness.ts";
+import { bytesToString } from "../client/client.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
@@ -21,6 +22,28 @@ async function kv(endpoints: string[], ...args: string[]): Promise<Run> {
   }).output();
   const dec = new TextDecoder();
   return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
+}
+
+/** `kv` with bytes in and out (backup, restore). */
+async function kvBytes(
+  endpoints: string[],
+  stdin: Uint8Array | undefined,
+  ...args: string[]
+): Promise<{ code: number; out: Uint8Array; err: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "--config", CONFIG, "kv", "--endpoints", endpoints.join(","), ...args],
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(stdin);
+    await w.close();
+  }
+  const o = await child.output();
+  return { code: o.code, out: o.stdout, err: new TextDecoder().decode(o.stderr) };
 }
 
 Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", async (t) => {
@@ -106,6 +129,58 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
         match(row.split(/\s+/)[8] ?? "", /^\d+(\.\d)?([KMG]i)?B\/2\.0GiB$/, r.out);
       }
     });
+
+    await step(
+      "backup copies every key; restore puts them back; a damaged backup is refused",
+      async () => {
+        const kv = c.client({ timeoutMs: 10_000 });
+        // About 1.2 MB in all: more than one 1 MiB chunk.
+        const value = (i: number) => `bk-${i}-`.padEnd(i % 2 === 0 ? 9000 : 40, "v");
+        for (let i = 0; i < 300; i++) await kv.put(`bk/${String(i).padStart(3, "0")}`, value(i));
+        for (let i = 0; i < 300; i += 7) await kv.delete(`bk/${String(i).padStart(3, "0")}`);
+        const want = (await kv.scan("bk/", { limit: 1000 })).pairs.map((p) =>
+          `${bytesToString(p.key)}=${bytesToString(p.value)}`
+        );
+        equal(want.length, 300 - 43);
+
+        const b = await kvBytes(eps, undefined, "backup");
+        equal(b.code, 0, b.err);
+        ok(b.out.length > 1024 * 1024, `${b.out.length} bytes: one chunk only`);
+        match(b.err, /backup of \d+ pairs at log index \d+/);
+        const wipe = async () => {
+          for (const p of (await kv.scan("bk/", { limit: 1000 })).pairs) await kv.delete(p.key);
+          equal((await kv.scan("bk/")).pairs.length, 0);
+        };
+        await wipe();
+
+        // A damaged byte, a cut-off end, or something else entirely: refused, nothing written.
+        const damaged = b.out.slice();
+        damaged[100] = damaged[100]! ^ 0xff;
+        for (
+          const [bad, why] of [
+            [damaged, /chunk 0 at byte 8 fails its checksum; 0 pairs before it were written/],
+            [b.out.slice(0, 60), /truncated/],
+            [new TextEncoder().encode("hello"), /not a ConcordKV backup/],
+          ] as const
+        ) {
+          const r = await kvBytes(eps, bad, "restore");
+          equal(r.code, 3, r.err);
+          match(r.err, why);
+        }
+        equal((await kv.scan("bk/")).pairs.length, 0);
+
+        const r = await kvBytes(eps, b.out, "restore");
+        equal(r.code, 0, r.err);
+        match(
+          new TextDecoder().decode(r.out),
+          /^restored \d+ pairs \(backup of log index \d+\)\n$/,
+        );
+        const got = (await kv.scan("bk/", { limit: 1000 })).pairs.map((p) =>
+          `${bytesToString(p.key)}=${bytesToString(p.value)}`
+        );
+        deepEqual(got, want);
+      },
+    );
 
     await step("member list names every member", async () => {
       const r = await kv(eps, "member", "list");
