@@ -57,6 +57,7 @@ import {
   kvstoreHandlers,
   MAX_KEY_BYTES,
   MAX_VALUE_BYTES,
+  RequestCounts,
   RpcError,
   tolerantService,
 } from "./service.ts";
@@ -472,6 +473,23 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
 
   // gRPC server (server/h2: HTTP/2 on Deno.listen, frames coalesced into one write per turn).
   // GET /metrics (Prometheus text) and GET /health, plain HTTP/1.1 on the client port.
+  const requests = new RequestCounts();
+  const answered = (): Metric => {
+    const values: Metric["values"] = [];
+    for (const [method, counts] of requests.entries()) {
+      counts.forEach((n, code) => {
+        if (n > 0) {
+          values.push({ labels: { method, code: grpc.status[code] ?? String(code) }, value: n });
+        }
+      });
+    }
+    return {
+      name: "concordkv_grpc_requests_total",
+      help: "Client API calls answered, by method and gRPC status.",
+      type: "counter",
+      values,
+    };
+  };
   const metrics = (): Metric[] => {
     const st = node.status();
     const es = engine.stats();
@@ -532,6 +550,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       gauge("concordkv_exactly_once_clients", "Clients in the exactly-once table.", sm.dedupSize),
       gauge("process_resident_memory_bytes", "Resident memory of the node process.", mem.rss),
       gauge("concordkv_js_heap_used_bytes", "V8 heap in use.", mem.heapUsed),
+      answered(),
     ];
   };
   const http1 = (path: string): Http1Response | undefined => {
@@ -568,6 +587,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       unsafeLocalReads: opts.unsafeLocalReads,
       addressOf,
       spaceRefusal: () => quota.refusal,
+      requests,
       backupView: async (timeoutMs) => {
         await driver.readBarrier(timeoutMs);
         // No await between the view and the index: both are as of the same applied entry.

@@ -77,6 +77,8 @@ export interface ServiceContext {
    * and the applied index it is at. The caller releases the view.
    */
   backupView?(timeoutMs: number): Promise<{ index: number; view: EngineView }>;
+  /** Where answers are counted, by method and status code (`/metrics`). */
+  requests?: RequestCounts;
   status(): StatusResponse;
   members(): Member[];
   /** Membership RPCs (may reject with a {@linkcode RpcError}). */
@@ -84,6 +86,26 @@ export interface ServiceContext {
   memberPromote?(req: MemberIdRequest): Promise<MemberChangeResponse>;
   memberRemove?(req: MemberIdRequest): Promise<MemberChangeResponse>;
   transferLeader?(req: MemberIdRequest): Promise<TransferLeaderResponse>;
+}
+
+/** Answers per method and gRPC status code (0–16), for `/metrics`. */
+export class RequestCounts {
+  readonly #by = new Map<string, number[]>();
+
+  /** The counters of `method`, indexed by status code (made on first use). */
+  of(method: string): number[] {
+    let c = this.#by.get(method);
+    if (c === undefined) {
+      c = new Array<number>(17).fill(0);
+      this.#by.set(method, c);
+    }
+    return c;
+  }
+
+  /** Every method's counters. */
+  entries(): IterableIterator<[string, number[]]> {
+    return this.#by.entries();
+  }
 }
 
 /** A failure with a gRPC status, thrown by handlers. */
@@ -278,22 +300,35 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
     return Object.assign(new Error(details), { code, details, metadata: md }) as grpc.ServiceError;
   };
 
-  // deno-lint-ignore no-explicit-any
-  const unary = <Req, Res>(fn: (req: Req, call: AnyCall) => Promise<Res> | Res): any => {
+  const requests = ctx.requests ?? new RequestCounts();
+  const unary = <Req, Res>(
+    name: string,
+    fn: (req: Req, call: AnyCall) => Promise<Res> | Res,
+    // deno-lint-ignore no-explicit-any
+  ): any => {
+    const counts = requests.of(name);
+    const failed = (cb: grpc.sendUnaryData<Res>, e: unknown) => {
+      const err = fail(e);
+      counts[err.code]! += 1;
+      cb(err);
+    };
     return (call: AnyCall, cb: grpc.sendUnaryData<Res>) => {
       const malformed = _malformedReason(call.request);
       if (malformed !== undefined) {
-        cb(fail(new RpcError(grpc.status.INVALID_ARGUMENT, `malformed request: ${malformed}`)));
+        failed(cb, new RpcError(grpc.status.INVALID_ARGUMENT, `malformed request: ${malformed}`));
         return;
       }
       let p: Promise<Res>;
       try {
         p = Promise.resolve(fn(call.request as Req, call));
       } catch (e) {
-        cb(fail(e));
+        failed(cb, e);
         return;
       }
-      p.then((res) => cb(null, res), (e) => cb(fail(e)));
+      p.then((res) => {
+        counts[0]! += 1;
+        cb(null, res);
+      }, (e) => failed(cb, e));
     };
   };
 
@@ -303,6 +338,7 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
   ): Promise<{ result: CommandResult; index: number }> =>
     ctx.driver.propose(input, _timeoutMs(call));
 
+  const backups = requests.of("Backup");
   /** Streams every user key as of a linearizable point, in CRC'd chunks, then a count. */
   const backup = async (call: grpc.ServerWritableStream<unknown, BackupChunk>): Promise<void> => {
     let cancelled = false;
@@ -314,7 +350,9 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       }
       snap = await ctx.backupView(_timeoutMs(call as unknown as AnyCall));
     } catch (e) {
-      call.emit("error", fail(e));
+      const err = fail(e);
+      backups[err.code]! += 1;
+      call.emit("error", err);
       return;
     }
     try {
@@ -338,8 +376,11 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       if (cancelled) return;
       call.write({ data: EMPTY, crc: 0, index: snap.index, done: true, pairs });
       call.end();
+      backups[0]! += 1;
     } catch (e) {
-      call.emit("error", fail(e));
+      const err = fail(e);
+      backups[err.code]! += 1;
+      call.emit("error", err);
     } finally {
       snap.view.release();
     }
@@ -351,13 +392,13 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
   };
 
   return {
-    Ping: unary<PingRequest, PingResponse>((req) => ({
+    Ping: unary<PingRequest, PingResponse>("Ping", (req) => ({
       reply: req.message ? req.message : "pong",
     })),
 
     // Put, Get and Delete are written without `async` (their promise chains are what every
     // request allocates: an async function adds its own promise and resume closures).
-    Put: unary<PutRequest, PutResponse>((req, call) => {
+    Put: unary<PutRequest, PutResponse>("Put", (req, call) => {
       const key = _checkKey(req.key);
       const value = _checkValue(req.value);
       const full = ctx.spaceRefusal?.();
@@ -371,13 +412,13 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       }, call).then(_putAnswer);
     }),
 
-    Get: unary<GetRequest, GetResponse>((req, call) => {
+    Get: unary<GetRequest, GetResponse>("Get", (req, call) => {
       const key = _checkKey(req.key);
       if (req.serializable === true || ctx.unsafeLocalReads) return _getAnswer(ctx.sm.get(key));
       return ctx.driver.readBarrier(_timeoutMs(call)).then(() => _getAnswer(ctx.sm.get(key)));
     }),
 
-    Delete: unary<DeleteRequest, DeleteResponse>((req, call) => {
+    Delete: unary<DeleteRequest, DeleteResponse>("Delete", (req, call) => {
       const key = _checkKey(req.key);
       return write({
         op: "delete",
@@ -387,7 +428,7 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       }, call).then(_deleteAnswer);
     }),
 
-    Scan: unary<ScanRequest, ScanResponse>(async (req, call) => {
+    Scan: unary<ScanRequest, ScanResponse>("Scan", async (req, call) => {
       const prefix = _checkBound(req.prefix, "prefix");
       const start = _checkBound(req.start, "start");
       const end = _checkBound(req.end, "end");
@@ -403,56 +444,59 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       return { pairs: pairs as KeyValue[], more };
     }),
 
-    CompareAndSwap: unary<CompareAndSwapRequest, CompareAndSwapResponse>(async (req, call) => {
-      const key = _checkKey(req.key);
-      const expected = _checkValue(req.expected, "expected");
-      const value = _checkValue(req.value);
-      const full = req.delete === true ? undefined : ctx.spaceRefusal?.();
-      if (full !== undefined) throw new RpcError(grpc.status.RESOURCE_EXHAUSTED, full);
-      const { result, index } = await write({
-        op: "cas",
-        key,
-        expected,
-        expectAbsent: req.expect_absent === true,
-        value,
-        del: req.delete === true,
-        clientId: _clientId(req.client_id, req.seq),
-        seq: _seq(req.seq),
-      }, call);
-      if (result.kind !== "cas") return { success: true, found: true, current: EMPTY, index };
-      return { success: result.success, found: result.found, current: result.current, index };
-    }),
+    CompareAndSwap: unary<CompareAndSwapRequest, CompareAndSwapResponse>(
+      "CompareAndSwap",
+      async (req, call) => {
+        const key = _checkKey(req.key);
+        const expected = _checkValue(req.expected, "expected");
+        const value = _checkValue(req.value);
+        const full = req.delete === true ? undefined : ctx.spaceRefusal?.();
+        if (full !== undefined) throw new RpcError(grpc.status.RESOURCE_EXHAUSTED, full);
+        const { result, index } = await write({
+          op: "cas",
+          key,
+          expected,
+          expectAbsent: req.expect_absent === true,
+          value,
+          del: req.delete === true,
+          clientId: _clientId(req.client_id, req.seq),
+          seq: _seq(req.seq),
+        }, call);
+        if (result.kind !== "cas") return { success: true, found: true, current: EMPTY, index };
+        return { success: result.success, found: result.found, current: result.current, index };
+      },
+    ),
 
-    Status: unary<unknown, StatusResponse>(() => ctx.status()),
+    Status: unary<unknown, StatusResponse>("Status", () => ctx.status()),
 
     Backup: (call: grpc.ServerWritableStream<unknown, BackupChunk>) => {
       void backup(call);
     },
 
-    MemberList: unary<unknown, MemberListResponse>(() => ({
+    MemberList: unary<unknown, MemberListResponse>("MemberList", () => ({
       members: ctx.members(),
       leader_id: ctx.driver.leader,
     })),
 
-    MemberAdd: unary<MemberAddRequest, MemberChangeResponse>((req) => {
+    MemberAdd: unary<MemberAddRequest, MemberChangeResponse>("MemberAdd", (req) => {
       if (ctx.memberAdd === undefined) {
         throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
       }
       return ctx.memberAdd(req);
     }),
-    MemberPromote: unary<MemberIdRequest, MemberChangeResponse>((req) => {
+    MemberPromote: unary<MemberIdRequest, MemberChangeResponse>("MemberPromote", (req) => {
       if (ctx.memberPromote === undefined) {
         throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
       }
       return ctx.memberPromote(req);
     }),
-    MemberRemove: unary<MemberIdRequest, MemberChangeResponse>((req) => {
+    MemberRemove: unary<MemberIdRequest, MemberChangeResponse>("MemberRemove", (req) => {
       if (ctx.memberRemove === undefined) {
         throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
       }
       return ctx.memberRemove(req);
     }),
-    TransferLeader: unary<MemberIdRequest, TransferLeaderResponse>((req) => {
+    TransferLeader: unary<MemberIdRequest, TransferLeaderResponse>("TransferLeader", (req) => {
       if (ctx.transferLeader === undefined) {
         throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
       }

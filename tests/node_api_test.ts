@@ -118,6 +118,8 @@ Deno.test("client API of a 3-node cluster", async (t) => {
       match(text, /^# TYPE concordkv_raft_applied_index gauge$/m);
       match(text, /^concordkv_raft_is_leader 1$/m);
       match(text, /^concordkv_engine_level_bytes\{level="0"\} \d+$/m);
+      // The put above, counted by method and status.
+      match(text, /^concordkv_grpc_requests_total\{method="Put",code="OK"\} [1-9]\d*$/m);
       const applied = Number(/^concordkv_raft_applied_index (\d+)$/m.exec(text)?.[1]);
       ok(applied >= (await c.status(leader)).appliedIndex - 1 && applied > 3, `applied ${applied}`);
       for (const n of c.nodes) {
