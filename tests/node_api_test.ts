@@ -8,7 +8,7 @@ import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { TestCluster, waitFor } from "./harness.ts";
-import { bytesToString, KVError } from "../client/client.ts";
+import { backupRecords, bytesToString, KVError } from "../client/client.ts";
 
 const SEED_PROTO = new URL("./seed_proto/kvstore.proto", import.meta.url).pathname;
 
@@ -133,6 +133,25 @@ Deno.test("client API of a 3-node cluster", async (t) => {
       // gRPC on the same port goes on.
       equal(await kv.getString("metrics-probe"), "1");
     });
+
+    await step(
+      "a backup taken from a follower holds every write acknowledged before it",
+      async () => {
+        for (let i = 0; i < 50; i++) await kv.put(`bf/${i}`, `v${i}`);
+        const leader = await c.waitForLeader(5000);
+        const follower = c.nodes.find((n) => n.id !== leader)!.id;
+        const got = new Map<string, string>();
+        let index = 0;
+        for await (const chunk of c.nodeClient(follower, { timeoutMs: 10_000 }).backup()) {
+          index = chunk.index;
+          for (const p of backupRecords(chunk.data)) {
+            got.set(bytesToString(p.key), bytesToString(p.value));
+          }
+        }
+        for (let i = 0; i < 50; i++) equal(got.get(`bf/${i}`), `v${i}`, `bf/${i}`);
+        ok(index >= 50, `backup of log index ${index}`);
+      },
+    );
 
     await step("compare-and-swap swaps only on a match", async () => {
       let r = await kv.cas("cas", null, "a");
