@@ -496,11 +496,14 @@ export class KVClient {
   /**
    * A consistent copy of every key (the Backup RPC), from the leader when it is known: chunks of
    * records `keyLen:varint key valueLen:varint value` in key order, all as of one linearizable
-   * point (at least log index `index`). Every chunk is checked against its CRC-32, and the number
+   * point (at least log index `index`), with `pairs`, its number of records. Every chunk is
+   * checked against its CRC-32, and the number
    * of records against the count the node sends last; a failure throws (kind "internal"), and so
    * does a stream that ends early. Not retried: a failed backup is started again.
    */
-  async *backup(opts: CallOptions = {}): AsyncGenerator<{ data: Uint8Array; index: number }> {
+  async *backup(
+    opts: CallOptions = {},
+  ): AsyncGenerator<{ data: Uint8Array; index: number; pairs: number }> {
     if (this.#closed) throw new KVError("cancelled", "client is closed");
     const deadline = Date.now() + (opts.timeoutMs ?? this.#opts.timeoutMs);
     await this.#discover(deadline);
@@ -530,9 +533,10 @@ export class KVClient {
         if ((crc32(data) >>> 0) !== c.crc) {
           throw new KVError("internal", `backup: chunk ${n} from ${endpoint} fails its checksum`);
         }
-        pairs += countRecords(data);
+        const inChunk = countRecords(data);
+        pairs += inChunk;
         n++;
-        yield { data, index: _num(c.index) };
+        yield { data, index: _num(c.index), pairs: inChunk };
       }
     } catch (e) {
       if (e instanceof KVError) throw e;

@@ -404,7 +404,7 @@ async function _backup(kv: KVClient, io: KvIO, timeoutMs: number): Promise<numbe
     v.setUint32(4, crc32(c.data) >>> 0, true);
     write(head);
     write(c.data);
-    for (const _ of backupRecords(c.data)) pairs++;
+    pairs += c.pairs;
     index = c.index;
   }
   const end = new Uint8Array(24);

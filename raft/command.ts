@@ -246,10 +246,6 @@ function _bodySize(c: Command): number {
   }
 }
 
-function _canonical(v: bigint): ClientId {
-  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
-}
-
 /**
  * The client id a version 1 record holds as a double: exact below 2^53; above, the integer the
  * double holds (a version 1 node had rounded the id to it), as the canonical bigint. Throws
@@ -372,7 +368,7 @@ export function decodeBatch(data: Uint8Array): Command[] {
     let clientId: ClientId = 0;
     let seq = 0;
     if (flags & 1) {
-      clientId = u64Ids ? _canonical(r.u64()) : clientIdOfDouble(r.f64());
+      clientId = u64Ids ? clientIdOf(r.u64())! : clientIdOfDouble(r.f64());
       seq = r.varint();
     }
     // Literal objects with every field named (no spread of a shared header object): one

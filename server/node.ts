@@ -471,7 +471,6 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   // Space quota, checked four times a second (not per write).
   const quota = new SpaceQuota(opts.quotaBytes, dbBytes, log);
 
-  // gRPC server (server/h2: HTTP/2 on Deno.listen, frames coalesced into one write per turn).
   // GET /metrics (Prometheus text) and GET /health, plain HTTP/1.1 on the client port.
   const requests = new RequestCounts();
   const answered = (): Metric => {
@@ -573,6 +572,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     return undefined;
   };
 
+  // gRPC server (server/h2: HTTP/2 on Deno.listen, frames coalesced into one write per turn).
   const server = new H2Server({
     maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
     maxSendMessageBytes: MAX_MESSAGE_BYTES,

@@ -26,7 +26,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
 import { putVarint, varintLength } from "../storage/coding.ts";
-import type { ClientId } from "../raft/command.ts";
+import { type ClientId, clientIdOf } from "../raft/command.ts";
 
 /** Path of protos/kvstore.proto (client API). */
 export const KVSTORE_PROTO: string = new URL("../protos/kvstore.proto", import.meta.url).pathname;
@@ -339,8 +339,7 @@ class _Reader {
       const x = b[this.p++]!;
       v |= BigInt(x & 0x7f) << BigInt(7 * i);
       if (x < 0x80) {
-        v = BigInt.asUintN(64, v);
-        return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+        return clientIdOf(BigInt.asUintN(64, v))!;
       }
     }
     throw new ProtoDecodeError("varint longer than 10 bytes");

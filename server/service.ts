@@ -165,7 +165,6 @@ function _clientId(n: unknown, seq: unknown): ClientId {
   if (_seq(seq) === 0) return 0;
   let id: ClientId | undefined;
   if (typeof n === "number" || typeof n === "bigint") id = clientIdOf(n);
-  else if (typeof n === "string" && /^[0-9]{1,20}$/.test(n)) id = clientIdOf(BigInt(n));
   else if (n === undefined || n === null) id = 0;
   if (id === undefined) {
     throw new RpcError(grpc.status.INVALID_ARGUMENT, "client_id is not a uint64");
