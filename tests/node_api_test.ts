@@ -137,19 +137,36 @@ Deno.test("client API of a 3-node cluster", async (t) => {
     await step(
       "a backup taken from a follower holds every write acknowledged before it",
       async () => {
-        for (let i = 0; i < 50; i++) await kv.put(`bf/${i}`, `v${i}`);
+        // The follower is paused while the writes commit on the other two, and is asked for
+        // the backup before it resumes: it has appended none of them, so only its read barrier
+        // (the leader's commit index, then waiting to apply up to it) puts them in the backup.
         const leader = await c.waitForLeader(5000);
-        const follower = c.nodes.find((n) => n.id !== leader)!.id;
-        const got = new Map<string, string>();
-        let index = 0;
-        for await (const chunk of c.nodeClient(follower, { timeoutMs: 10_000 }).backup()) {
-          index = chunk.index;
-          for (const p of backupRecords(chunk.data)) {
-            got.set(bytesToString(p.key), bytesToString(p.value));
-          }
+        const follower = c.nodes.find((n) => n.id !== leader)!;
+        const client = c.nodeClient(follower.id, { timeoutMs: 10_000 });
+        await client.status(); // connected before the pause
+        follower.kill("SIGSTOP");
+        let resumed = false;
+        try {
+          for (let i = 0; i < 50; i++) await kv.put(`bf/${i}`, `v${i}`);
+          const got = new Map<string, string>();
+          let index = 0;
+          const backup = (async () => {
+            for await (const chunk of client.backup()) {
+              index = chunk.index;
+              for (const p of backupRecords(chunk.data)) {
+                got.set(bytesToString(p.key), bytesToString(p.value));
+              }
+            }
+          })();
+          await new Promise((r) => setTimeout(r, 200)); // the request waits in the socket
+          follower.kill("SIGCONT");
+          resumed = true;
+          await backup;
+          for (let i = 0; i < 50; i++) equal(got.get(`bf/${i}`), `v${i}`, `bf/${i}`);
+          ok(index >= 50, `backup of log index ${index}`);
+        } finally {
+          if (!resumed) follower.kill("SIGCONT");
         }
-        for (let i = 0; i < 50; i++) equal(got.get(`bf/${i}`), `v${i}`, `bf/${i}`);
-        ok(index >= 50, `backup of log index ${index}`);
       },
     );
 
