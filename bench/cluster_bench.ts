@@ -58,6 +58,9 @@ Options:
   --mirror             with --interleave (implied): run each step in two halves of the
                        duration, the second in reverse order (A B, then B A), and merge them,
                        so that no system gains from running first or second
+  --rounds N           with --mirror (implied): repeat the A B, B A pair N times within the
+                       duration (2N parts a system, merged), so slow drift of the machine
+                       over a long run is spread over both systems (default 1)
   --target T           leader (default: every channel to the leader) or all (spread over nodes)
   --channels N         grpc channels (connections) per endpoint (default 4)
   --client C           the gRPC client driving both systems: grpc-js (default) or h2, a lean
@@ -86,6 +89,8 @@ export interface ClusterBenchOptions {
   interleave: boolean;
   /** Interleaved, run each measured step in two halves, the second in reverse system order. */
   mirror: boolean;
+  /** Mirrored, how many times the A B, B A pair repeats within a step (2 × rounds parts). */
+  rounds: number;
   target: "leader" | "all";
   channels: number;
   /** The gRPC client driving both systems. */
@@ -125,6 +130,7 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
       "no-variants": { type: "boolean", default: false },
       interleave: { type: "boolean", default: false },
       mirror: { type: "boolean", default: false },
+      rounds: { type: "string", default: "1" },
       target: { type: "string", default: "leader" },
       channels: { type: "string", default: "4" },
       client: { type: "string", default: "grpc-js" },
@@ -157,6 +163,9 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
   const quick = values.quick!;
   const concurrency = list(values.concurrency!).map((c) => positive(c, "--concurrency", true));
   if (concurrency.some((c) => c < 1)) throw new UsageError("--concurrency must be ≥ 1");
+  const rounds = positive(values.rounds!, "--rounds", true);
+  if (rounds < 1) throw new UsageError("--rounds must be ≥ 1");
+  const mirror = values.mirror! || rounds > 1;
   return {
     quick,
     durationS: positive(values.duration ?? (quick ? "2" : "5"), "--duration"),
@@ -167,8 +176,9 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
     concurrency,
     workloads: workloads as Workload[],
     variants: !quick && !values["no-variants"],
-    interleave: values.interleave! || values.mirror!,
-    mirror: values.mirror!,
+    interleave: values.interleave! || mirror,
+    mirror,
+    rounds,
     target: values.target,
     channels: Math.max(1, positive(values.channels!, "--channels", true)),
     client: values.client as ClientKind,
@@ -430,20 +440,23 @@ async function measureStep(
 }
 
 /**
- * Two halves of a mirrored step as one measurement: results merged as consecutive runs
- * ({@linkcode mergeRuns}), CPU figures averaged over their wall time, memory from the later half.
+ * The parts of a mirrored step as one measurement: results merged as consecutive runs
+ * ({@linkcode mergeRuns}: latencies pooled), CPU figures averaged over their wall time, memory
+ * from the last part.
  */
-export function combineMeasurements(a: Measurement, b: Measurement): Measurement {
-  const wall = a.wall + b.wall;
-  const avg = (x: number, y: number) => wall > 0 ? (x * a.wall + y * b.wall) / wall : 0;
+export function combineMeasurements(parts: Measurement[]): Measurement {
+  const first = parts[0]!, last = parts[parts.length - 1]!;
+  const wall = parts.reduce((t, m) => t + m.wall, 0);
+  const avg = (f: (m: Measurement) => number) =>
+    wall > 0 ? parts.reduce((t, m) => t + f(m) * m.wall, 0) / wall : 0;
   return {
-    spec: { ...a.spec, durationMs: a.spec.durationMs + b.spec.durationMs },
-    r: mergeRuns([a.r, b.r]),
+    spec: { ...first.spec, durationMs: parts.reduce((t, m) => t + m.spec.durationMs, 0) },
+    r: mergeRuns(parts.map((m) => m.r)),
     wall,
-    clientCores: avg(a.clientCores, b.clientCores),
-    serverCores: a.serverCores.map((c, i) => avg(c, b.serverCores[i] ?? 0)),
-    otherCores: avg(a.otherCores, b.otherCores),
-    rssMiB: b.rssMiB,
+    clientCores: avg((m) => m.clientCores),
+    serverCores: first.serverCores.map((_, i) => avg((m) => m.serverCores[i] ?? 0)),
+    otherCores: avg((m) => m.otherCores),
+    rssMiB: last.rssMiB,
   };
 }
 
@@ -490,12 +503,19 @@ async function runStep(
 /**
  * The order of one interleaved step's runs, as passes over system indices: steps alternate
  * which system goes first; mirrored, a second pass runs them again in reverse (A B, B A), so
- * that every system runs once first and once last.
+ * that every system runs once first and once last, and `rounds` repeats that pair.
  */
-export function stepOrder(systems: number, step: number, mirror: boolean): number[][] {
+export function stepOrder(
+  systems: number,
+  step: number,
+  mirror: boolean,
+  rounds = 1,
+): number[][] {
   const forward = Array.from({ length: systems }, (_, i) => i);
   const first = step % 2 === 0 ? forward : forward.reverse();
-  return mirror ? [first, [...first].reverse()] : [first];
+  if (!mirror) return [first];
+  const pair = [first, [...first].reverse()];
+  return Array.from({ length: 2 * rounds }, (_, i) => pair[i % 2]!);
 }
 
 /** Runs every step against one system; the cluster is always stopped. */
@@ -539,8 +559,13 @@ export async function benchInterleaved(
     }
     for (const [i, step] of planSteps(opts).entries()) {
       const systems = [...running];
-      const passes = stepOrder(systems.length, i, opts.mirror && step.measured);
-      const halves = new Map<RunningSystem, Measurement[]>();
+      const passes = stepOrder(
+        systems.length,
+        i,
+        opts.mirror && step.measured,
+        opts.rounds,
+      );
+      const parts = new Map<RunningSystem, Measurement[]>();
       for (const pass of passes) {
         for (const s of pass.map((k) => systems[k]!)) {
           if (!running.includes(s)) continue; // failed in this step's first pass
@@ -551,9 +576,9 @@ export async function benchInterleaved(
             } else {
               const m = await measureStep(s, step, opts, 1 / passes.length);
               if (m === undefined) continue;
-              const done = [...(halves.get(s) ?? []), m];
-              halves.set(s, done);
-              say(`${fmtMeasurement(s.label, m)} [half ${done.length} of ${passes.length}]`);
+              const done = [...(parts.get(s) ?? []), m];
+              parts.set(s, done);
+              say(`${fmtMeasurement(s.label, m)} [part ${done.length} of ${passes.length}]`);
             }
           } catch (e) {
             onFailure(s.label, e);
@@ -563,8 +588,8 @@ export async function benchInterleaved(
         }
       }
       for (const s of systems) {
-        const [a, b] = halves.get(s) ?? [];
-        if (a !== undefined && b !== undefined) onRow(rowOf(s.label, combineMeasurements(a, b)));
+        const done = parts.get(s) ?? [];
+        if (done.length === passes.length) onRow(rowOf(s.label, combineMeasurements(done)));
       }
     }
   } finally {
@@ -699,7 +724,12 @@ export async function main(args: string[]): Promise<number> {
     `${opts.warmupS} s warm-up` +
     (opts.settleS > 0 ? `, each on a quiet machine (waited up to ${opts.settleS} s)` : "") +
     `${opts.interleave ? ", systems interleaved" : ""}` +
-    `${opts.mirror ? " in mirrored halves (A B, B A)" : ""}; ` +
+    (opts.mirror
+      ? opts.rounds > 1
+        ? ` in ${2 * opts.rounds} mirrored parts (A B, B A ×${opts.rounds})`
+        : " in mirrored halves (A B, B A)"
+      : "") +
+    "; " +
     `clients → ${opts.target}, ` +
     `${opts.channels} channels/endpoint, ${opts.client} client`;
   console.log(`\n${header}\n\n${table}\n`);

@@ -113,42 +113,32 @@ Deno.test("interleaved steps alternate the first system; mirrored ones run each 
   deepEqual(stepOrder(2, 0, true), [[0, 1], [1, 0]]);
   deepEqual(stepOrder(2, 1, true), [[1, 0], [0, 1]]);
   deepEqual(stepOrder(3, 2, true), [[0, 1, 2], [2, 1, 0]]);
+  deepEqual(stepOrder(2, 1, true, 3), [[1, 0], [0, 1], [1, 0], [0, 1], [1, 0], [0, 1]]);
+});
+
+Deno.test("--rounds implies --mirror and must be a whole number ≥ 1", () => {
+  const o = parseClusterBenchArgs(["--rounds", "4"]);
+  if (o === "help") throw new Error("help");
+  equal(o.rounds, 4);
+  equal(o.mirror, true);
+  equal(o.interleave, true);
+  const d = parseClusterBenchArgs([]);
+  if (d === "help") throw new Error("help");
+  equal(d.rounds, 1);
+  equal(d.mirror, false);
+  for (const bad of ["0", "1.5", "x"]) {
+    let err: unknown;
+    try {
+      parseClusterBenchArgs(["--rounds", bad]);
+    } catch (e) {
+      err = e;
+    }
+    ok(err instanceof Error && /--rounds/.test(err.message), `--rounds ${bad}: ${err}`);
+  }
 });
 
 Deno.test("two halves combine into one measurement weighted by their wall time", () => {
-  const half = (ops: number, seconds: number, wall: number, cores: number, rss: number) => {
-    const h = new Histogram();
-    for (let i = 0; i < ops; i++) h.record(1000 * (1 + (i % 3)));
-    const r = mergeRuns([{
-      ops,
-      errors: 0,
-      errorKinds: {},
-      seconds,
-      throughput: ops / seconds,
-      latencyMs: h.summary(),
-      misses: 0,
-      hist: h.toData(),
-      clientLag: { maxMs: 0, totalMs: 0 },
-    }]);
-    const spec = {
-      workload: "put" as const,
-      keys: 10,
-      valueSize: 8,
-      concurrency: 1,
-      warmupMs: 0,
-      durationMs: seconds * 1000,
-    };
-    return {
-      spec,
-      r,
-      wall,
-      clientCores: cores,
-      serverCores: [cores, cores / 2],
-      otherCores: 0,
-      rssMiB: [rss],
-    };
-  };
-  const m = combineMeasurements(half(300, 1, 1, 0.2, 100), half(900, 3, 3, 0.6, 120));
+  const m = combineMeasurements([part(300, 1, 1, 0.2, 100), part(900, 3, 3, 0.6, 120)]);
   equal(m.r.ops, 1200);
   equal(m.r.throughput, 300);
   equal(m.spec.durationMs, 4000);
@@ -157,6 +147,61 @@ Deno.test("two halves combine into one measurement weighted by their wall time",
   deepEqual(m.serverCores.map((c) => Math.round(c * 100) / 100), [0.5, 0.25]);
   deepEqual(m.rssMiB, [120]);
 });
+
+Deno.test("many mirrored parts pool their latencies: the tail of the whole, not of a part", () => {
+  // Three parts of 100 puts; only the middle one has a slow 2 %: the pooled p99 (the 297th of
+  // 300) is fast, while the middle part's own p99 is slow and an average of p99s would be ~17 ms.
+  const m = combineMeasurements([
+    part(100, 1, 1, 0.1, 90, () => 1000),
+    part(100, 1, 1, 0.1, 90, (i) => i < 2 ? 50_000 : 1000),
+    part(100, 1, 1, 0.1, 95, () => 1000),
+  ]);
+  equal(m.r.ops, 300);
+  equal(m.spec.durationMs, 3000);
+  ok(m.r.latencyMs.p99 < 2, `pooled p99 ${m.r.latencyMs.p99} ms`);
+  ok(m.r.latencyMs.p999 > 40, `pooled p99.9 ${m.r.latencyMs.p999} ms`);
+  deepEqual(m.rssMiB, [95]);
+});
+
+function part(
+  ops: number,
+  seconds: number,
+  wall: number,
+  cores: number,
+  rss: number,
+  latencyUs = (i: number) => 1000 * (1 + (i % 3)),
+) {
+  const h = new Histogram();
+  for (let i = 0; i < ops; i++) h.record(latencyUs(i));
+  const r = mergeRuns([{
+    ops,
+    errors: 0,
+    errorKinds: {},
+    seconds,
+    throughput: ops / seconds,
+    latencyMs: h.summary(),
+    misses: 0,
+    hist: h.toData(),
+    clientLag: { maxMs: 0, totalMs: 0 },
+  }]);
+  const spec = {
+    workload: "put" as const,
+    keys: 10,
+    valueSize: 8,
+    concurrency: 1,
+    warmupMs: 0,
+    durationMs: seconds * 1000,
+  };
+  return {
+    spec,
+    r,
+    wall,
+    clientCores: cores,
+    serverCores: [cores, cores / 2],
+    otherCores: 0,
+    rssMiB: [rss],
+  };
+}
 
 Deno.test("a mirrored interleaved run measures each system in two halves and merges them", async () => {
   const o = parseClusterBenchArgs([
