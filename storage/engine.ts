@@ -415,6 +415,13 @@ export class KVEngine {
   #progressWaiters: Array<() => void> = [];
   #snapshots = new Map<number, number>();
   #compactPointer: Array<Uint8Array | undefined> = new Array(NUM_LEVELS).fill(undefined);
+  /**
+   * A manual compaction in progress ({@link KVEngine.compactInBackground}): the next level to
+   * merge into the one below, down to `target` (the bottom-most populated level when it
+   * started; -1 until then).
+   */
+  #manual: { level: number; target: number } | undefined;
+  #manualCompactions = 0;
   #dirty = false;
   /** Bytes appended to the current WAL since a background sync last started (sync "none"). */
   #walUnsynced = 0;
@@ -1450,7 +1457,9 @@ export class KVEngine {
     if (
       this.#bg !== undefined || this.#closed || this.#bgPaused > 0 || this.#failure !== undefined
     ) return;
-    if (this.#imm === null && this.#pickCompaction() === undefined) return;
+    // A manual compaction's next step is decided (and taken) by the loop's own pick.
+    const manual = this.#manual !== undefined && !this.#closeFlush;
+    if (this.#imm === null && !manual && this.#pickCompaction() === undefined) return;
     this.#bg = this.#bgLoop().finally(() => {
       this.#bg = undefined;
       this.#notifyProgress();
@@ -1587,7 +1596,7 @@ export class KVEngine {
         bestScore = score;
       }
     }
-    if (best < 0) return undefined;
+    if (best < 0) return this.#manual === undefined ? undefined : this.#pickManual();
     let inputs: _LiveTable[];
     if (best === 0) inputs = [...levels[0]!];
     else {
@@ -1597,6 +1606,32 @@ export class KVEngine {
       inputs = [pick];
     }
     return { level: best, inputs, next: this.#overlapping(best + 1, inputs) };
+  }
+
+  /**
+   * The next step of the manual compaction, when no automatic one is due: all of the next
+   * populated level above the target, with what overlaps it below. Taking it advances the
+   * manual compaction past that level (tables flushed meanwhile are not waited for); past the
+   * target the manual compaction is done.
+   */
+  #pickManual(): { level: number; inputs: _LiveTable[]; next: _LiveTable[] } | undefined {
+    const m = this.#manual!;
+    // A memtable sealed by the request (or since) is flushed first: the merge must cover it.
+    if (this.#imm !== null) return undefined;
+    const levels = this.#version.levels;
+    if (m.target < 0) {
+      m.target = 1;
+      for (let l = 1; l < NUM_LEVELS; l++) if (levels[l]!.length > 0) m.target = l;
+    }
+    while (m.level < m.target && levels[m.level]!.length === 0) m.level++;
+    if (m.level >= m.target) {
+      this.#manual = undefined;
+      this.#manualCompactions++;
+      return undefined;
+    }
+    const level = m.level++;
+    const inputs = [...levels[level]!];
+    return { level, inputs, next: this.#overlapping(level + 1, inputs) };
   }
 
   #overlapping(level: number, inputs: _LiveTable[]): _LiveTable[] {
@@ -1939,6 +1974,36 @@ export class KVEngine {
     );
   }
 
+  /**
+   * Compacts every level into the bottom-most populated one, as {@link KVEngine.compact} does,
+   * but as background work: reads and writes go on meanwhile, merges run on the worker thread
+   * (when the engine has one), and automatic compactions keep their turn. What was written
+   * before the call is covered (the memtable is sealed first): the space of deleted and
+   * overwritten keys is reclaimed, tombstones are dropped. Resolves once the replaced files
+   * are deleted (those an open snapshot still reads, once it is released). A call while one is
+   * in progress restarts it from the top, and both resolve when it completes.
+   */
+  async compactInBackground(): Promise<void> {
+    this.#checkAccept();
+    // Sealed in the commit loop, after the writes queued before the call, as a full memtable
+    // is: waiting (as writes then do) for the memtable sealed before it to be flushed.
+    await this.#exclusive(async () => {
+      if (!this.#mem.empty) {
+        while (this.#imm !== null) await this.#waitProgress();
+        await this.#rotate();
+      }
+      if (this.#manual === undefined) this.#manual = { level: 0, target: -1 };
+      else this.#manual.level = 0;
+      this.#maybeScheduleBg();
+    });
+    const m = this.#manual;
+    while (m !== undefined && this.#manual === m) {
+      this.#checkAccept(); // close() stops background work: no waiting past its start
+      await this.#waitBg();
+    }
+    while (this.#removals.size > 0) await Promise.all([...this.#removals]);
+  }
+
   // ---------------------------------------------------------------- introspection & close
 
   /** Counters for tests, metrics and benchmarks. */
@@ -1956,6 +2021,7 @@ export class KVEngine {
     workerCollections: number;
     workerRunning: boolean;
     slowdowns: number;
+    manualCompactions: number;
   } {
     return {
       levels: this.#version.levels.map((lv) => ({
@@ -1974,6 +2040,7 @@ export class KVEngine {
       workerCollections: this.#workerCollections,
       workerRunning: this.#worker !== undefined,
       slowdowns: this.#slowdowns,
+      manualCompactions: this.#manualCompactions,
     };
   }
 

@@ -735,3 +735,60 @@ Deno.test("open keeps a replayed WAL in memory until a background flush; a crash
     await r.close();
   }
 });
+
+for (const worker of [false, true]) {
+  Deno.test(`compactInBackground reclaims the space of deleted keys while writes go on (worker ${worker})`, async () => {
+    await withTempDir(async (dir) => {
+      const db = await KVEngine.open(dir, {
+        log: () => {},
+        wal: false,
+        memtableBytes: 64 * 1024,
+        compactionWorker: worker,
+        workerMinBytes: 0,
+        // No automatic compaction: the deleted keys' space stays taken until the manual one.
+        l0CompactionTrigger: 1000,
+        l0SlowdownWrites: 1000,
+        l0StopWrites: 2000,
+      });
+      const key = (i: number) => b(`k${String(i).padStart(5, "0")}`);
+      const value = new Uint8Array(1000).fill(7);
+      for (let i = 0; i < 2000; i++) await db.put(key(i), value);
+      for (let i = 0; i < 2000; i++) if (i % 10 !== 0) await db.delete(key(i));
+      await db.flush();
+      const bytes = () => db.stats().levels.reduce((t, l) => t + l.bytes, 0);
+      const before = bytes();
+      assert.ok(before > 1_500_000, `${before} bytes on disk after the deletes`);
+      // Writes issued meanwhile go through, and two requests share one pass.
+      const during = (async () => {
+        for (let i = 0; i < 300; i++) await db.put(b(`n${i}`), b(`v${i}`));
+      })();
+      await Promise.all([db.compactInBackground(), db.compactInBackground(), during]);
+      const after = bytes();
+      assert.ok(after < 400_000, `${after} bytes after compacting (${before} before)`);
+      assert.equal(db.stats().manualCompactions, 1);
+      const kept = await collect(db.scan({ prefix: b("k") }));
+      assert.deepEqual(
+        kept.map((kv) => s(kv.key)),
+        Array.from({ length: 200 }, (_, j) => s(key(j * 10))),
+      );
+      for (let i = 0; i < 300; i++) assert.equal(s(await db.get(b(`n${i}`))), `v${i}`);
+      // Only the bottom level is left, with no tombstone in it.
+      const levels = db.stats().levels;
+      assert.equal(levels.filter((l) => l.tables > 0).length <= 2, true, JSON.stringify(levels));
+      await db.close();
+      const again = await KVEngine.open(dir, { log: () => {}, wal: false });
+      assert.equal((await collect(again.scan({ prefix: b("k") }))).length, 200);
+      await again.close();
+    });
+  });
+}
+
+Deno.test("compactInBackground is refused once the engine is closing, and by a closed engine", async () => {
+  const fs = new MemFs();
+  const db = await KVEngine.open("/db", memOpts(fs));
+  await db.put(b("a"), b("1"));
+  const closing = db.close();
+  await assert.rejects(db.compactInBackground(), ClosedError);
+  await closing;
+  await assert.rejects(db.compactInBackground(), ClosedError);
+});
