@@ -29,6 +29,7 @@ import { crc32 } from "node:zlib";
 import {
   type BackupChunk,
   type CompareAndSwapResponse,
+  type DefragmentResponse,
   type DeleteResponse,
   type GetResponse,
   kvstorePackage,
@@ -180,6 +181,13 @@ export interface MemberInfo {
   role: string;
   matchIndex: number;
   healthy: boolean;
+}
+
+/** What a {@linkcode KVClient.defragment} did: the node's data size before and after. */
+export interface DefragmentInfo {
+  nodeId: number;
+  dbBytesBefore: number;
+  dbBytesAfter: number;
 }
 
 /** A node's view of itself and the cluster. */
@@ -447,6 +455,27 @@ export class KVClient {
         )
       ),
     );
+  }
+
+  /**
+   * Reclaims the disk space held by deleted and overwritten keys on the node at `endpoint` (a
+   * full compaction of its engine; reads and writes go on), without retries or leader
+   * following. Resolves when it is done, with the node's data size before and after.
+   */
+  async defragment(endpoint: string, opts: CallOptions = {}): Promise<DefragmentInfo> {
+    const deadline = Date.now() + (opts.timeoutMs ?? this.#opts.timeoutMs);
+    const res = await this.#attempt(
+      _checkEndpoint(endpoint),
+      "Defragment",
+      {},
+      deadline,
+      opts.signal,
+    ) as DefragmentResponse;
+    return {
+      nodeId: _num(res.member_id),
+      dbBytesBefore: _num(res.db_bytes_before),
+      dbBytesAfter: _num(res.db_bytes_after),
+    };
   }
 
   /** The cluster membership and its leader. */

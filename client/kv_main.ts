@@ -14,6 +14,7 @@
  *   member list | add ID HOST:PORT [--learner] | promote ID | remove ID | transfer-leader ID
  *   backup > FILE            a consistent copy of every key, to standard output
  *   restore < FILE           put every pair of a backup read from standard input
+ *   defrag                   reclaim the space of deleted keys on every member, one at a time
  * ```
  *
  * Exit codes: 0 success, 1 key absent (get) or comparison failed (cas), 2 bad command line,
@@ -54,10 +55,13 @@ Commands:
   member transfer-leader ID     hand leadership to ID
   backup > FILE                 write a consistent copy of every key (one linearizable point)
   restore < FILE                put every pair of a backup (checked chunk by chunk) into the cluster
+  defrag                        reclaim the disk space of deleted and overwritten keys on every
+                                member, one member at a time (reads and writes go on)
 
 Options:
   --endpoints LIST   nodes to contact (default ${DEFAULT_ENDPOINTS})
-  --timeout-ms N     deadline of the operation, retries included (default 5000; backup 600000)
+  --timeout-ms N     deadline of the operation, retries included (default 5000; backup 600000,
+                     defrag 600000 a member)
   -h, --help         print this help
 
 Exit codes: 0 ok, 1 absent key / failed comparison, 2 bad command line, 3 request failed.`;
@@ -310,6 +314,9 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
       case "restore":
         _arity(pos, 0, "restore");
         return await _restore(kv, io);
+      case "defrag":
+        _arity(pos, 0, "defrag");
+        return await _defrag(kv, io, given === undefined ? 600_000 : timeoutMs);
       default:
         throw new _Usage(`unknown command "${cmd}" (try --help)`);
     }
@@ -442,6 +449,32 @@ class _Reader {
     this.offset += n;
     return out;
   }
+}
+
+/**
+ * `kv defrag`: a full compaction of every member's engine, one member after the other (as etcd
+ * advises for its defragmentation), so that at most one node is busy with it at a time.
+ */
+async function _defrag(kv: KVClient, io: KvIO, timeoutMs: number): Promise<number> {
+  const list = await kv.memberList({ timeoutMs: Math.min(timeoutMs, 5000) }).catch(() => undefined);
+  const targets = list !== undefined && list.members.length > 0
+    ? list.members.map((m) => ({ label: `member ${m.id} (${m.address})`, address: m.address }))
+    : kv.endpoints.map((e) => ({ label: e, address: e }));
+  let failed = 0;
+  for (const t of targets) {
+    try {
+      const r = await kv.defragment(t.address, { timeoutMs });
+      io.out(`${t.label}: ${_size(r.dbBytesBefore)} → ${_size(r.dbBytesAfter)}\n`);
+    } catch (e) {
+      failed++;
+      io.err(
+        `kv: ${t.label}: ${e instanceof KVError ? `${e.kind}: ` : ""}${
+          e instanceof Error ? e.message : String(e)
+        }\n`,
+      );
+    }
+  }
+  return failed === 0 ? 0 : 3;
 }
 
 async function _restore(kv: KVClient, io: KvIO): Promise<number> {

@@ -544,6 +544,11 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       gauge("concordkv_engine_memtable_bytes", "Bytes in memtables.", es.memtableBytes),
       counter("concordkv_engine_flushes_total", "Memtable flushes.", es.workerFlushes),
       counter("concordkv_engine_compactions_total", "Compactions.", es.workerCompactions),
+      counter(
+        "concordkv_engine_defragmentations_total",
+        "Full compactions asked for (Defragment, kv defrag) and completed.",
+        es.manualCompactions,
+      ),
       counter("concordkv_engine_block_cache_hits_total", "Block cache hits.", es.cacheHits),
       counter("concordkv_engine_block_cache_misses_total", "Block cache misses.", es.cacheMisses),
       gauge("concordkv_exactly_once_clients", "Clients in the exactly-once table.", sm.dedupSize),
@@ -643,6 +648,23 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await new Promise((r) => setTimeout(r, 20));
         }
         return { leader_id: driver.leader };
+      },
+      defragment: async () => {
+        const before = dbBytes();
+        const t0 = performance.now();
+        try {
+          await engine.compactInBackground();
+        } catch (e) {
+          throw new RpcError(grpc.status.UNAVAILABLE, `defragment failed: ${e}`);
+        }
+        quota.check(); // writes resume at once if the compaction brought the data under the quota
+        const after = dbBytes();
+        log.info(
+          `defragmented: ${_mib(before)} → ${_mib(after)} in ${
+            Math.round(performance.now() - t0)
+          } ms`,
+        );
+        return { member_id: opts.id, db_bytes_before: before, db_bytes_after: after };
       },
     }),
   );
@@ -764,7 +786,8 @@ export class SpaceQuota {
       const first = this.#refusal === undefined;
       this.#refusal = `space quota exceeded: this node's data takes ${_mib(used)} of its ` +
         `${_mib(this.limit)} quota (--quota-bytes); writes that add data are refused until ` +
-        `deleted keys are compacted away, or the nodes restart with a larger quota`;
+        `deleted keys are compacted away (delete keys, then \`kv defrag\`), or the nodes ` +
+        `restart with a larger quota`;
       if (first) this.log.warn(this.#refusal);
     } else if (this.#refusal !== undefined) {
       this.#refusal = undefined;

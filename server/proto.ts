@@ -187,6 +187,13 @@ export interface TransferLeaderResponse {
   leader_id: number;
 }
 
+/** `kvstore.DefragmentResponse`. */
+export interface DefragmentResponse {
+  member_id: number;
+  db_bytes_before: number;
+  db_bytes_after: number;
+}
+
 // ---------------------------------------------------------------------------------------------
 // raft.proto
 

@@ -29,6 +29,7 @@ import type {
   BackupChunk,
   CompareAndSwapRequest,
   CompareAndSwapResponse,
+  DefragmentResponse,
   DeleteRequest,
   DeleteResponse,
   GetRequest,
@@ -86,6 +87,8 @@ export interface ServiceContext {
   memberPromote?(req: MemberIdRequest): Promise<MemberChangeResponse>;
   memberRemove?(req: MemberIdRequest): Promise<MemberChangeResponse>;
   transferLeader?(req: MemberIdRequest): Promise<TransferLeaderResponse>;
+  /** A full compaction of this node's engine (may reject with a {@linkcode RpcError}). */
+  defragment?(): Promise<DefragmentResponse>;
 }
 
 /** Answers per method and gRPC status code (0–16), for `/metrics`. */
@@ -500,6 +503,12 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
         throw new RpcError(grpc.status.UNIMPLEMENTED, "not supported");
       }
       return ctx.transferLeader(req);
+    }),
+    Defragment: unary<unknown, DefragmentResponse>("Defragment", () => {
+      if (ctx.defragment === undefined) {
+        throw new RpcError(grpc.status.UNIMPLEMENTED, "this node does not defragment");
+      }
+      return ctx.defragment();
     }),
   };
 }
