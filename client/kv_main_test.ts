@@ -24,7 +24,7 @@ Deno.test("kv --help prints the usage and exits 0", async () => {
   equal(await runKv(["--help"], io), 0);
   match(io.out_, /^Usage: deno task kv/);
   match(io.out_, /member add ID HOST:PORT \[--learner\]/);
-  match(io.out_, /^  defrag  +reclaim the disk space of deleted/m);
+  match(io.out_, /^ {2}defrag {2,}reclaim the disk space of deleted/m);
 });
 
 Deno.test("kv rejects bad command lines with one line and exit 2", async () => {
