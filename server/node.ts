@@ -660,7 +660,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         quota.check(); // writes resume at once if the compaction brought the data under the quota
         const after = dbBytes();
         log.info(
-          `defragmented: ${_mib(before)} → ${_mib(after)} in ${
+          `defragmented: ${_size(before)} → ${_size(after)} in ${
             Math.round(performance.now() - t0)
           } ms`,
         );
@@ -804,6 +804,11 @@ export class SpaceQuota {
 
 function _mib(n: number): string {
   return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+}
+
+/** A byte count in KiB under a MiB, else in MiB. */
+function _size(n: number): string {
+  return n < 1024 ** 2 ? `${(n / 1024).toFixed(1)} KiB` : _mib(n);
 }
 
 /** The `raft.Raft` service: the stream (hot path) plus the typed unary RPCs. */
