@@ -38,6 +38,9 @@
  *   - `dumpLogs(lines = 60)` → the tails of every node's log, labelled, for failure messages.
  *   - `stop()`: stops every node (SIGTERM, SIGKILL after a grace period), closes clients, and deletes
  *     the data directory it created unless `keepData` is set. Safe to call twice.
+ * - `runKvCli(endpoints, ...args)` → `{ code, out, err }`: runs `deno task kv --endpoints … ARGS`
+ *   as a user would, in its own process; `runKvCliBytes(endpoints, stdin, ...args)` the same with
+ *   bytes on standard input and output (backup, restore).
  * - `waitFor(what, timeoutMs, fn)` → polls `fn` every 50 ms until it returns a value other than
  *   `undefined`/`false` (or throws its last error with `what` at the deadline).
  * - `withCluster(opts, fn)`: start, run `fn(cluster)`, print every node's log tail if `fn` throws,
@@ -477,6 +480,43 @@ export class TestCluster {
       await Deno.remove(this.dataDirRoot, { recursive: true }).catch(() => {});
     }
   }
+}
+
+const _CONFIG = new URL("../deno.json", import.meta.url).pathname;
+
+/** What a `deno task kv` run printed, and its exit code. */
+export interface KvCliRun {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/** Runs `deno task kv --endpoints ENDPOINTS ARGS` in its own process, as a user would. */
+export async function runKvCli(endpoints: string[], ...args: string[]): Promise<KvCliRun> {
+  const r = await runKvCliBytes(endpoints, undefined, ...args);
+  return { code: r.code, out: new TextDecoder().decode(r.out), err: r.err };
+}
+
+/** {@linkcode runKvCli} with bytes on standard input (when given) and output (backup, restore). */
+export async function runKvCliBytes(
+  endpoints: string[],
+  stdin: Uint8Array | undefined,
+  ...args: string[]
+): Promise<{ code: number; out: Uint8Array; err: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "--config", _CONFIG, "kv", "--endpoints", endpoints.join(","), ...args],
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(stdin);
+    await w.close();
+  }
+  const o = await child.output();
+  return { code: o.code, out: o.stdout, err: new TextDecoder().decode(o.stderr) };
 }
 
 /**

@@ -3,48 +3,8 @@
  * output), del, scan, cas, status, member list, and errors (one line on stderr, non-zero exit).
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { freePorts, TestCluster } from "./harness.ts";
+import { freePorts, runKvCli as kv, runKvCliBytes as kvBytes, TestCluster } from "./harness.ts";
 import { bytesToString } from "../client/client.ts";
-
-const CONFIG = new URL("../deno.json", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-async function kv(endpoints: string[], ...args: string[]): Promise<Run> {
-  const o = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "-q", "--config", CONFIG, "kv", "--endpoints", endpoints.join(","), ...args],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
-}
-
-/** `kv` with bytes in and out (backup, restore). */
-async function kvBytes(
-  endpoints: string[],
-  stdin: Uint8Array | undefined,
-  ...args: string[]
-): Promise<{ code: number; out: Uint8Array; err: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["task", "-q", "--config", CONFIG, "kv", "--endpoints", endpoints.join(","), ...args],
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(stdin);
-    await w.close();
-  }
-  const o = await child.output();
-  return { code: o.code, out: o.stdout, err: new TextDecoder().decode(o.stderr) };
-}
 
 Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", async (t) => {
   const c = await TestCluster.start({ nodes: 3 });

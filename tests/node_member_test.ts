@@ -4,25 +4,14 @@
  * remove node 1, kill node 2: the cluster of {3, 4} still serves every acknowledged write.
  */
 import { equal, match, ok } from "node:assert/strict";
-import { freePorts, NodeProcess, TestCluster, waitFor, withCluster } from "./harness.ts";
-
-const CONFIG = new URL("../deno.json", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-async function kv(endpoints: string[], ...args: string[]): Promise<Run> {
-  const o = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "-q", "--config", CONFIG, "kv", "--endpoints", endpoints.join(","), ...args],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
-}
+import {
+  freePorts,
+  NodeProcess,
+  runKvCli as kv,
+  TestCluster,
+  waitFor,
+  withCluster,
+} from "./harness.ts";
 
 Deno.test("kv member transfer-leader hands leadership to the named node", async () => {
   await withCluster({ nodes: 3 }, async (c) => {

@@ -6,9 +6,8 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { KVError } from "../client/client.ts";
-import { type TestCluster, waitFor, withCluster } from "./harness.ts";
+import { runKvCli, type TestCluster, waitFor, withCluster } from "./harness.ts";
 
-const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const value = (i: number) => `value-${i}-`.padEnd(4096, "x");
 
 /** Whether `p` is refused for the space quota (other errors are rethrown). */
@@ -88,22 +87,8 @@ Deno.test("past its space quota a cluster takes writes again once keys are delet
     for (let i = 20; i < acked; i++) equal(await kv.delete(`k${i}`), true, `delete k${i}`);
     ok(await refusal(kv.put("more", "x")) !== undefined, "still refused right after the deletes");
 
-    const o = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "task",
-        "-q",
-        "--config",
-        CONFIG,
-        "kv",
-        "--endpoints",
-        c.addresses.join(","),
-        "defrag",
-      ],
-      stdin: "null",
-      env: { NO_COLOR: "1" },
-    }).output();
-    const out = new TextDecoder().decode(o.stdout);
-    equal(o.code, 0, new TextDecoder().decode(o.stderr));
+    const { code, out, err } = await runKvCli(c.addresses, "defrag");
+    equal(code, 0, err);
     // One line a member, its data before and after.
     const lines = out.trim().split("\n");
     equal(lines.length, 3, out);
