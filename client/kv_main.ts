@@ -13,7 +13,9 @@
  *   status                   table of the members: id, address, role, term, indexes, healthy
  *   member list | add ID HOST:PORT [--learner] | promote ID | remove ID | transfer-leader ID
  *   backup > FILE            a consistent copy of every key, to standard output
- *   restore < FILE           put every pair of a backup read from standard input
+ *   restore < FILE           put every pair of a backup read from standard input into an
+ *       [--replace|--merge]  empty cluster (--replace: any cluster, then delete the keys the
+ *                            backup lacks; --merge: any cluster, keep them)
  *   defrag                   reclaim the space of deleted keys on every member, one at a time
  * ```
  *
@@ -54,7 +56,10 @@ Commands:
   member remove ID
   member transfer-leader ID     hand leadership to ID
   backup > FILE                 write a consistent copy of every key (one linearizable point)
-  restore < FILE                put every pair of a backup (checked chunk by chunk) into the cluster
+  restore < FILE [--replace | --merge]
+                                put every pair of a backup (checked chunk by chunk) into an empty
+                                cluster; --replace: into any, deleting the keys the backup lacks;
+                                --merge: into any, keeping them
   defrag                        reclaim the disk space of deleted and overwritten keys on every
                                 member, one member at a time (reads and writes go on)
 
@@ -233,6 +238,8 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         learner: { type: "boolean", default: false },
         absent: { type: "boolean", default: false },
         serializable: { type: "boolean", default: false },
+        merge: { type: "boolean", default: false },
+        replace: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -312,8 +319,15 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         // A backup streams the whole store: ten minutes unless --timeout-ms says otherwise.
         return await _backup(kv, io, given === undefined ? 600_000 : timeoutMs);
       case "restore":
-        _arity(pos, 0, "restore");
-        return await _restore(kv, io);
+        _arity(pos, 0, "restore [--replace | --merge]");
+        if (values.merge && values.replace) {
+          throw new _Usage("restore takes --replace or --merge, not both");
+        }
+        return await _restore(
+          kv,
+          io,
+          values.replace ? "replace" : values.merge ? "merge" : "empty",
+        );
       case "defrag":
         _arity(pos, 0, "defrag");
         return await _defrag(kv, io, given === undefined ? 600_000 : timeoutMs);
@@ -477,11 +491,36 @@ async function _defrag(kv: KVClient, io: KvIO, timeoutMs: number): Promise<numbe
   return failed === 0 ? 0 : 3;
 }
 
-async function _restore(kv: KVClient, io: KvIO): Promise<number> {
+/**
+ * How `restore` treats keys already in the cluster: "empty" refuses a cluster that holds any key,
+ * "merge" puts the backup's pairs over what is there, "replace" also deletes every key the backup
+ * does not have, once the whole backup has been read, checked and written.
+ */
+type RestoreMode = "empty" | "merge" | "replace";
+
+async function _restore(kv: KVClient, io: KvIO, mode: RestoreMode): Promise<number> {
+  if (mode === "empty") {
+    const first = (await kv.range("", "", { limit: 1 })).pairs[0];
+    if (first !== undefined) {
+      io.err(
+        `kv: restore refused: the cluster is not empty (it holds ${
+          JSON.stringify(bytesToString(first.key))
+        }, maybe more); restore into an empty cluster, or pass --replace to make the cluster ` +
+          `hold exactly the backup (keys it does not have are deleted), or --merge to put the ` +
+          `backup's pairs over the keys already there\n`,
+      );
+      return 3;
+    }
+  }
   const r = new _Reader(io.input?.() ?? Deno.stdin.readable);
+  // With --replace: every key of the backup, as a binary string, to know which others to delete.
+  const keys = mode === "replace" ? new Set<string>() : undefined;
   let pairs = 0;
   const fail = (why: string): number => {
-    io.err(`kv: restore stopped: ${why}; ${pairs} pairs before it were written\n`);
+    io.err(
+      `kv: restore stopped: ${why}; ${pairs} pairs before it were written` +
+        (keys !== undefined ? ", no key was deleted" : "") + "\n",
+    );
     return 3;
   };
   const magic = await r.read(BACKUP_MAGIC.length).catch(() => undefined);
@@ -512,7 +551,22 @@ async function _restore(kv: KVClient, io: KvIO): Promise<number> {
       const t = new DataView(data.buffer);
       const want = Number(t.getBigUint64(0, true));
       if (want !== pairs) return fail(`the backup says ${want} pairs, ${pairs} were read`);
-      io.out(`restored ${pairs} pairs (backup of log index ${t.getBigUint64(8, true)})\n`);
+      let deleted = "";
+      if (keys !== undefined) {
+        try {
+          deleted = `; deleted ${await deleteKeysNotIn(kv, keys)} keys not in it`;
+        } catch (e) {
+          if (!(e instanceof KVError)) throw e;
+          io.err(
+            `kv: restore stopped while deleting the keys the backup does not have: ${e.kind}: ` +
+              `${e.message}; all ${pairs} pairs were written (run it again to finish)\n`,
+          );
+          return 3;
+        }
+      }
+      io.out(
+        `restored ${pairs} pairs (backup of log index ${t.getBigUint64(8, true)})${deleted}\n`,
+      );
       return 0;
     }
     let records;
@@ -527,11 +581,50 @@ async function _restore(kv: KVClient, io: KvIO): Promise<number> {
         await Promise.all(records.slice(i, i + 32).map((p) => kv.put(p.key, p.value)));
       } catch (e) {
         if (!(e instanceof KVError)) throw e;
-        return fail(`${e.kind}: ${e.message}`);
+        const again = mode === "empty" && pairs > 0
+          ? " (to finish, run it again with --merge)"
+          : "";
+        return fail(`${e.kind}: ${e.message}${again}`);
       }
       pairs += Math.min(32, records.length - i);
     }
+    if (keys !== undefined) { for (const p of records) keys.add(binaryKey(p.key)); }
   }
+}
+
+/**
+ * Deletes every key of the cluster that is not in `keep` (keys as {@linkcode binaryKey} strings),
+ * reading the key space `pageSize` keys at a time; returns how many it deleted.
+ */
+export async function deleteKeysNotIn(
+  kv: KVClient,
+  keep: Set<string>,
+  pageSize = 1000,
+): Promise<number> {
+  let deleted = 0;
+  let start = new Uint8Array(0);
+  for (;;) {
+    const page = await kv.range(start, "", { limit: pageSize });
+    const others = page.pairs.filter((p) => !keep.has(binaryKey(p.key)));
+    for (let i = 0; i < others.length; i += 32) {
+      const existed = await Promise.all(others.slice(i, i + 32).map((p) => kv.delete(p.key)));
+      deleted += existed.filter((e) => e).length;
+    }
+    const last = page.pairs.at(-1)?.key;
+    if (!page.more || last === undefined) return deleted;
+    // The smallest key after `last`: `last` followed by a zero byte.
+    start = new Uint8Array(last.length + 1);
+    start.set(last);
+  }
+}
+
+/** The bytes as a string of char codes 0–255: a Set key to which byte strings map one to one. */
+export function binaryKey(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i += 8192) {
+    s += String.fromCharCode(...b.subarray(i, i + 8192));
+  }
+  return s;
 }
 
 if (import.meta.main) {

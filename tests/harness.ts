@@ -510,12 +510,15 @@ export async function runKvCliBytes(
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).spawn();
+  const output = child.output();
   if (stdin !== undefined) {
+    // The command may stop reading early (a refused restore): its input is then cut off.
     const w = child.stdin.getWriter();
-    await w.write(stdin);
-    await w.close();
+    await w.write(stdin).then(() => w.close()).catch((e) => {
+      if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+    });
   }
-  const o = await child.output();
+  const o = await output;
   return { code: o.code, out: o.stdout, err: new TextDecoder().decode(o.stderr) };
 }
 

@@ -5,6 +5,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { freePorts, runKvCli as kv, runKvCliBytes as kvBytes, TestCluster } from "./harness.ts";
 import { bytesToString } from "../client/client.ts";
+import { binaryKey, deleteKeysNotIn } from "../client/kv_main.ts";
 
 Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", async (t) => {
   const c = await TestCluster.start({ nodes: 3 });
@@ -91,54 +92,99 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
     });
 
     await step(
-      "backup copies every key; restore puts them back; a damaged backup is refused",
+      "backup copies every key; restore refuses a non-empty cluster, --replace makes it hold " +
+        "exactly the backup, --merge keeps other keys; a damaged backup is refused",
       async () => {
         const kv = c.client({ timeoutMs: 10_000 });
         // About 1.2 MB in all: more than one 1 MiB chunk.
         const value = (i: number) => `bk-${i}-`.padEnd(i % 2 === 0 ? 9000 : 40, "v");
         for (let i = 0; i < 300; i++) await kv.put(`bk/${String(i).padStart(3, "0")}`, value(i));
         for (let i = 0; i < 300; i += 7) await kv.delete(`bk/${String(i).padStart(3, "0")}`);
-        const want = (await kv.scan("bk/", { limit: 1000 })).pairs.map((p) =>
-          `${bytesToString(p.key)}=${bytesToString(p.value)}`
-        );
-        equal(want.length, 300 - 43);
+        // A key with bytes that are not UTF-8, to be kept as it is by --replace.
+        await kv.put(new Uint8Array([0x62, 0x6b, 0xff, 0x00, 0x80]), "binary");
+        // Every pair in the cluster, sorted, keys as their byte values.
+        const everything = async () =>
+          (await kv.range("", "", { limit: 1000 })).pairs.map((p) =>
+            `${Array.from(p.key).join(".")}=${bytesToString(p.value)}`
+          ).sort();
+        const want = await everything();
+        equal(want.length, 300 - 43 + 1 + 2, want.join("\n").slice(0, 500)); // + cli/b, cli/c
 
         const b = await kvBytes(eps, undefined, "backup");
         equal(b.code, 0, b.err);
         ok(b.out.length > 1024 * 1024, `${b.out.length} bytes: one chunk only`);
         match(b.err, /backup of \d+ pairs at log index \d+/);
-        const wipe = async () => {
-          for (const p of (await kv.scan("bk/", { limit: 1000 })).pairs) await kv.delete(p.key);
-          equal((await kv.scan("bk/")).pairs.length, 0);
-        };
-        await wipe();
 
-        // A damaged byte, a cut-off end, or something else entirely: refused, nothing written.
+        // After the backup: a key deleted, one overwritten, two new ones.
+        await kv.delete("bk/001");
+        await kv.put("bk/002", "changed");
+        await kv.put("bk/new", "after the backup");
+        await kv.put("zz-new", "after the backup");
+        const changed = await everything();
+
+        // Into a cluster that holds keys, a plain restore is refused and writes nothing.
+        let r = await kvBytes(eps, b.out, "restore");
+        equal(r.code, 3, r.err);
+        match(
+          r.err,
+          /^kv: restore refused: the cluster is not empty \(it holds "bk\/002".*--replace/,
+        );
+        equal(r.err.trimEnd().split("\n").length, 1, r.err);
+        deepEqual(await everything(), changed);
+
+        // A damaged byte, a cut-off end, or something else entirely: refused, nothing written
+        // and, with --replace, nothing deleted.
         const damaged = b.out.slice();
         damaged[100] = damaged[100]! ^ 0xff;
         for (
           const [bad, why] of [
             [damaged, /chunk 0 at byte 8 fails its checksum; 0 pairs before it were written/],
             [b.out.slice(0, 60), /truncated/],
+            [b.out.slice(0, b.out.length - 24), /truncated .* no end record.*no key was deleted/],
             [new TextEncoder().encode("hello"), /not a ConcordKV backup/],
           ] as const
         ) {
-          const r = await kvBytes(eps, bad, "restore");
+          r = await kvBytes(eps, bad, "restore", "--replace");
           equal(r.code, 3, r.err);
           match(r.err, why);
         }
-        equal((await kv.scan("bk/")).pairs.length, 0);
+        ok((await kv.get("bk/new")) !== undefined, "a damaged backup made restore delete a key");
+        ok((await kv.get("zz-new")) !== undefined, "a damaged backup made restore delete a key");
 
-        const r = await kvBytes(eps, b.out, "restore");
+        // --replace: the cluster holds exactly what the backup holds.
+        r = await kvBytes(eps, b.out, "restore", "--replace");
         equal(r.code, 0, r.err);
         match(
           new TextDecoder().decode(r.out),
-          /^restored \d+ pairs \(backup of log index \d+\)\n$/,
+          /^restored 260 pairs \(backup of log index \d+\); deleted 2 keys not in it\n$/,
         );
-        const got = (await kv.scan("bk/", { limit: 1000 })).pairs.map((p) =>
-          `${bytesToString(p.key)}=${bytesToString(p.value)}`
+        deepEqual(await everything(), want);
+
+        // The deletion pass reads the key space page by page: keys between and after pages go.
+        for (let i = 0; i < 300; i += 13) await kv.put(`bk/${String(i).padStart(3, "0")}x`, "x");
+        const keep = new Set(
+          (await kv.range("", "", { limit: 1000 })).pairs.map((p) => binaryKey(p.key))
+            .filter((k) => !k.endsWith("x")),
         );
-        deepEqual(got, want);
+        equal(await deleteKeysNotIn(kv, keep, 4), 24);
+        deepEqual(await everything(), want);
+
+        // --merge keeps the keys the backup does not have; into an empty cluster a plain restore
+        // is enough.
+        await kv.put("bk/new", "after the backup");
+        r = await kvBytes(eps, b.out, "restore", "--merge");
+        equal(r.code, 0, r.err);
+        deepEqual(await everything(), [...want, "98.107.47.110.101.119=after the backup"].sort());
+        for (const p of (await kv.range("", "", { limit: 1000 })).pairs) await kv.delete(p.key);
+        r = await kvBytes(eps, b.out, "restore");
+        equal(r.code, 0, r.err);
+        match(
+          new TextDecoder().decode(r.out),
+          /^restored 260 pairs \(backup of log index \d+\)\n$/,
+        );
+        deepEqual(await everything(), want);
+        r = await kvBytes(eps, b.out, "restore", "--merge", "--replace");
+        equal(r.code, 2, r.err);
       },
     );
 
