@@ -10,7 +10,7 @@
  *   range START END [--limit N]  same for START <= key < END ("" END: unbounded)
  *   cas KEY EXPECTED NEW     set KEY to NEW if its value is EXPECTED; exit 1 if it is not
  *       [--absent]           (with --absent: `cas KEY NEW` sets KEY only if it is absent)
- *   status                   table of the members: id, address, role, term, indexes, healthy
+ *   status [--json]          table of the members: id, address, role, term, indexes, healthy
  *   member list | add ID HOST:PORT [--learner] | promote ID | remove ID | transfer-leader ID
  *   backup > FILE            a consistent copy of every key, to standard output
  *   restore < FILE           put every pair of a backup read from standard input into an
@@ -49,8 +49,9 @@ Commands:
   range START END [--limit N]   print KEY<TAB>VALUE lines for START <= KEY < END ("" = no end)
   cas KEY EXPECTED NEW          set KEY to NEW only if its value is EXPECTED (exit 1 if not)
   cas --absent KEY NEW          set KEY to NEW only if KEY is absent
-  status                        table of the members: id, address, role, term, indexes, health
-  member list                   the members (id, address, voter/learner, match index, health)
+  status [--json]               table of the members: id, address, role, term, indexes, health
+                                (--json: one JSON object, for scripts)
+  member list [--json]          the members (id, address, voter/learner, match index, health)
   member add ID HOST:PORT [--learner]
   member promote ID             make learner ID a voter
   member remove ID
@@ -129,7 +130,40 @@ function _membersTable(members: MemberInfo[], leaderId: number): string {
   );
 }
 
-async function _status(kv: KVClient, io: KvIO, timeoutMs: number): Promise<number> {
+/**
+ * What `kv status --json` prints: the cluster as the leader (or the best-informed node that
+ * answered) sees it, and each member's own figures; null where a member did not answer, or where
+ * only the leader would know (match index).
+ */
+export interface StatusReport {
+  clusterId: string;
+  /** 0: no leader known. */
+  leaderId: number;
+  term: number;
+  members: {
+    id: number;
+    address: string;
+    /** "leader", "follower", "candidate", "precandidate", "learner"… or "unreachable". */
+    role: string;
+    kind: string;
+    term: number | null;
+    commitIndex: number | null;
+    appliedIndex: number | null;
+    lastIndex: number | null;
+    dbBytes: number | null;
+    /** 0: no quota. */
+    quotaBytes: number | null;
+    matchIndex: number | null;
+    healthy: boolean;
+  }[];
+}
+
+async function _status(
+  kv: KVClient,
+  io: KvIO,
+  timeoutMs: number,
+  json: boolean,
+): Promise<number> {
   // Ask the given endpoints, then every member they name, for their own view.
   const perAttempt = Math.min(timeoutMs, 1500);
   const seen = await kv.statusAll({ timeoutMs: perAttempt });
@@ -166,27 +200,50 @@ async function _status(kv: KVClient, io: KvIO, timeoutMs: number): Promise<numbe
     const s = await kv.statusOf(m.address, { timeoutMs: perAttempt }).catch((e) => e as Error);
     if (!(s instanceof Error)) byId.set(s.nodeId, s);
   }));
-  const rows = members.map((m) => {
-    const s = byId.get(m.id);
-    const healthy = s !== undefined &&
-      (view.role !== "leader" || m.id === view.nodeId || m.healthy);
-    return [
-      String(m.id),
-      m.address,
-      s?.role ?? "unreachable",
-      m.kind,
-      s ? String(s.term) : "-",
-      s ? String(s.commitIndex) : "-",
-      s ? String(s.appliedIndex) : "-",
-      s ? String(s.lastIndex) : "-",
-      s ? _size(s.dbBytes) + (s.quotaBytes > 0 ? `/${_size(s.quotaBytes)}` : "") : "-",
-      view.role === "leader" ? String(m.matchIndex) : "-",
-      healthy ? "yes" : "no",
-    ];
-  });
-  const leader = view.leaderId !== 0 ? String(view.leaderId) : "none";
+  const report: StatusReport = {
+    clusterId: view.clusterId,
+    leaderId: view.leaderId,
+    term: view.term,
+    members: members.map((m) => {
+      const s = byId.get(m.id);
+      return {
+        id: m.id,
+        address: m.address,
+        role: s?.role ?? "unreachable",
+        kind: m.kind,
+        term: s?.term ?? null,
+        commitIndex: s?.commitIndex ?? null,
+        appliedIndex: s?.appliedIndex ?? null,
+        lastIndex: s?.lastIndex ?? null,
+        dbBytes: s?.dbBytes ?? null,
+        quotaBytes: s?.quotaBytes ?? null,
+        // Only the leader knows every member's match index and health.
+        matchIndex: view.role === "leader" ? m.matchIndex : null,
+        healthy: s !== undefined && (view.role !== "leader" || m.id === view.nodeId || m.healthy),
+      };
+    }),
+  };
+  if (json) {
+    io.out(JSON.stringify(report) + "\n");
+    return 0;
+  }
+  const cell = (v: number | null) => v === null ? "-" : String(v);
+  const rows = report.members.map((m) => [
+    String(m.id),
+    m.address,
+    m.role,
+    m.kind,
+    cell(m.term),
+    cell(m.commitIndex),
+    cell(m.appliedIndex),
+    cell(m.lastIndex),
+    m.dbBytes === null ? "-" : _size(m.dbBytes) + (m.quotaBytes ? `/${_size(m.quotaBytes)}` : ""),
+    cell(m.matchIndex),
+    m.healthy ? "yes" : "no",
+  ]);
+  const leader = report.leaderId !== 0 ? String(report.leaderId) : "none";
   io.out(
-    `cluster ${view.clusterId || "-"}  leader ${leader}  term ${view.term}\n` +
+    `cluster ${report.clusterId || "-"}  leader ${leader}  term ${report.term}\n` +
       formatTable(
         [
           "ID",
@@ -240,6 +297,7 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         serializable: { type: "boolean", default: false },
         merge: { type: "boolean", default: false },
         replace: { type: "boolean", default: false },
+        json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -311,9 +369,9 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
       }
       case "status":
         _arity(pos, 0, "status");
-        return await _status(kv, io, timeoutMs);
+        return await _status(kv, io, timeoutMs, values.json);
       case "member":
-        return await _member(kv, pos, values.learner, io);
+        return await _member(kv, pos, values.learner, values.json, io);
       case "backup":
         _arity(pos, 0, "backup");
         // A backup streams the whole store: ten minutes unless --timeout-ms says otherwise.
@@ -358,13 +416,19 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
   }
 }
 
-async function _member(kv: KVClient, pos: string[], learner: boolean, io: KvIO): Promise<number> {
+async function _member(
+  kv: KVClient,
+  pos: string[],
+  learner: boolean,
+  json: boolean,
+  io: KvIO,
+): Promise<number> {
   const [sub, ...rest] = pos;
   switch (sub) {
     case "list": {
       _arity(rest, 0, "member list");
       const l = await kv.memberList();
-      io.out(_membersTable(l.members, l.leaderId));
+      io.out(json ? JSON.stringify(l) + "\n" : _membersTable(l.members, l.leaderId));
       return 0;
     }
     case "add": {

@@ -4,7 +4,8 @@
  * with stale data), and once the nodes are back every node holds every acknowledged write.
  */
 import { equal, ok } from "node:assert/strict";
-import { TestCluster, waitFor } from "./harness.ts";
+import { runKvCli, TestCluster, waitFor } from "./harness.ts";
+import type { StatusReport } from "../client/kv_main.ts";
 import { KVClient, KVError } from "../client/client.ts";
 
 Deno.test("5-node cluster: two nodes down is fine, three is no quorum, all back converge", async (t) => {
@@ -48,6 +49,17 @@ Deno.test("5-node cluster: two nodes down is fine, three is no quorum, all back 
       const leader = await c.waitForLeader(10_000, { exclude: [old, other] });
       ok(leader !== old && leader !== other, `new leader ${leader}`);
       await write("b", 50, up());
+      // `kv status` shows the two dead members as unreachable and unhealthy.
+      const r = await runKvCli(c.addresses, "status", "--json");
+      equal(r.code, 0, r.err);
+      const st = JSON.parse(r.out) as StatusReport;
+      equal(st.leaderId, leader);
+      for (const m of st.members) {
+        const dead = m.id === old || m.id === other;
+        equal(m.role === "unreachable", dead, JSON.stringify(m));
+        equal(m.healthy, !dead, JSON.stringify(m));
+        equal(m.appliedIndex === null, dead, JSON.stringify(m));
+      }
       const kv = c.client({ endpoints: up().map((id) => c.node(id).address), timeoutMs: 10_000 });
       for (const [k, v] of acked) equal(await kv.getString(k), v, k);
     });

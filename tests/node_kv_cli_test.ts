@@ -5,7 +5,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { freePorts, runKvCli as kv, runKvCliBytes as kvBytes, TestCluster } from "./harness.ts";
 import { bytesToString } from "../client/client.ts";
-import { binaryKey, deleteKeysNotIn } from "../client/kv_main.ts";
+import { binaryKey, deleteKeysNotIn, type StatusReport } from "../client/kv_main.ts";
 
 Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", async (t) => {
   const c = await TestCluster.start({ nodes: 3 });
@@ -192,6 +192,31 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
       const r = await kv(eps, "member", "list");
       equal(r.code, 0, r.err);
       for (const n of c.nodes) match(r.out, new RegExp(`^${n.id}\\s+${n.address}\\s`, "m"));
+    });
+
+    await step("status --json and member list --json: the same facts for scripts", async () => {
+      let r = await kv([eps[1]!], "status", "--json");
+      equal(r.code, 0, r.err);
+      equal(r.out.trimEnd().split("\n").length, 1, r.out);
+      const st = JSON.parse(r.out) as StatusReport;
+      const leader = st.leaderId;
+      deepEqual(st.members.filter((m) => m.role === "leader").map((m) => m.id), [leader]);
+      equal(st.clusterId, (await c.status(1)).clusterId);
+      deepEqual(st.members.map((m) => [m.id, m.address]), c.nodes.map((n) => [n.id, n.address]));
+      for (const m of st.members) {
+        if (m.id !== leader) equal(m.role, "follower");
+        equal(m.healthy, true);
+        equal(m.kind, "voter");
+        equal(m.term, st.term);
+        ok(m.commitIndex! > 0 && m.appliedIndex! <= m.lastIndex!, JSON.stringify(m));
+        ok(m.dbBytes! > 0 && m.quotaBytes === 2 * 1024 ** 3, JSON.stringify(m));
+        ok(typeof m.matchIndex === "number", JSON.stringify(m));
+      }
+      r = await kv(eps, "member", "list", "--json");
+      equal(r.code, 0, r.err);
+      const l = JSON.parse(r.out) as { leaderId: number; members: { id: number }[] };
+      ok(l.members.some((m) => m.id === l.leaderId), r.out);
+      deepEqual(l.members.map((m) => m.id), [1, 2, 3]);
     });
 
     await step("errors: one line on stderr and a non-zero exit", async () => {
