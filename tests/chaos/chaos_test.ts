@@ -1,5 +1,5 @@
 /**
- * CI-sized chaos runs against real node processes (about 2 minutes in all): each nemesis must
+ * CI-sized chaos runs against real node processes (about 2.5 minutes in all): each nemesis must
  * leave a linearizable history (also with `--read-mode lease`), and `--unsafe-local-reads` must
  * be caught.
  *
@@ -23,7 +23,8 @@ async function chaos(opts: Omit<ChaosOptions, "out" | "log">): Promise<ChaosRepo
     const expected = opts.unsafeLocalReads ? "no" : "yes";
     if (report?.linearizable !== expected) {
       console.error(lines.join("\n"));
-      for (const f of ["nodes/node-1.log", "nodes/node-2.log", "nodes/node-3.log"]) {
+      for (let id = 1; id <= (opts.nodes ?? 3); id++) {
+        const f = `nodes/node-${id}.log`;
         const text = await Deno.readTextFile(`${out}/${f}`).catch(() => "");
         console.error(`===== ${f}\n${text.trimEnd().split("\n").slice(-30).join("\n")}`);
       }
@@ -74,6 +75,21 @@ Deno.test("chaos: lease reads stay linearizable under pauses and partitions", as
     seed: 505,
     faults: ["pause", "partition"],
     readMode: "lease",
+  });
+  assert.equal(r.linearizable, "yes", r.reason ?? "not linearizable");
+  assert.ok(r.faults >= 2, `only ${r.faults} faults`);
+  assert.ok(r.ok > 100, `only ${r.ok} ok ops`);
+});
+
+Deno.test("chaos: a 5-node cluster under kills and partitions stays linearizable", async () => {
+  // Five nodes: partitions cut off two of them (the leader among them or not), kills take one,
+  // a majority or all; quorums of three must hold.
+  const r = await chaos({
+    ...common,
+    nodes: 5,
+    durationMs: 20_000,
+    seed: 606,
+    faults: ["kill", "partition"],
   });
   assert.equal(r.linearizable, "yes", r.reason ?? "not linearizable");
   assert.ok(r.faults >= 2, `only ${r.faults} faults`);
