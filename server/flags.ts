@@ -11,6 +11,9 @@ export const DEFAULT_PEERS = "1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50
 /** Log verbosity. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
+/** How log lines look: `text` (one line, `LEVEL time node=N role term=T message`) or `json`. */
+export type LogFormat = "text" | "json";
+
 /** How the leader confirms it still leads before serving a linearizable read. */
 export type ReadMode = "readindex" | "lease";
 
@@ -23,6 +26,7 @@ export interface NodeOptions {
   peers: Map<number, string>;
   dataDir: string;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   /** Base election timeout in ms (randomized in [t, 2t)). */
   electionTimeoutMs: number;
   /** Heartbeat interval in ms (also the tick length). */
@@ -69,6 +73,8 @@ Options:
   --peers LIST      the cluster, id=host:port,... (default ${DEFAULT_PEERS})
   --data-dir D      data directory (default ./data/node-<id>)
   --log-level L     debug | info | warn | error (default info)
+  --log-format F    text (default): LEVEL time node=N role term=T message, or json: one
+                    object a line, {"level","ts","node","role","term","msg"}, for log shippers
   --election-timeout-ms T
                     base election timeout, randomized in [T, 2T) (default 500)
   --heartbeat-ms H  leader heartbeat interval and tick length (default 100)
@@ -177,6 +183,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
         peers: { type: "string", default: DEFAULT_PEERS },
         "data-dir": { type: "string" },
         "log-level": { type: "string", default: "info" },
+        "log-format": { type: "string", default: "text" },
         "election-timeout-ms": { type: "string", default: "500" },
         "heartbeat-ms": { type: "string", default: "100" },
         "snapshot-entries": { type: "string", default: "10000" },
@@ -204,6 +211,10 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
   const logLevel = values["log-level"];
   if (!["debug", "info", "warn", "error"].includes(logLevel)) {
     throw new UsageError(`--log-level must be debug, info, warn or error, got "${logLevel}"`);
+  }
+  const logFormat = values["log-format"];
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw new UsageError(`--log-format must be text or json, got "${logFormat}"`);
   }
   if (values.host === "") throw new UsageError("--host is empty");
   const electionTimeoutMs = parsePositive(values["election-timeout-ms"], "--election-timeout-ms");
@@ -235,6 +246,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     peers,
     dataDir: values["data-dir"] ?? `data/node-${id}`,
     logLevel: logLevel as LogLevel,
+    logFormat,
     electionTimeoutMs,
     heartbeatMs,
     snapshotEntries,

@@ -56,3 +56,16 @@ Deno.test("node flags: bad values are usage errors", () => {
   assert.ok(j !== "help");
   assert.deepEqual(j.join, ["a:1", "b:2"]);
 });
+
+Deno.test("--log-format: text by default, json on request, anything else refused", () => {
+  const text = parseNodeFlags(["--id", "1"]);
+  assert.ok(text !== "help");
+  assert.equal(text.logFormat, "text");
+  const json = parseNodeFlags(["--id", "1", "--log-format", "json"]);
+  assert.ok(json !== "help");
+  assert.equal(json.logFormat, "json");
+  assert.throws(
+    () => parseNodeFlags(["--id", "1", "--log-format", "yaml"]),
+    /--log-format must be text or json, got "yaml"/,
+  );
+});

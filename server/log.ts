@@ -1,6 +1,7 @@
 /**
- * Event log of a node: one line per event on stderr, `level time node role term message`
- * (elections, leader changes, peer up/down — never one line per request).
+ * Event log of a node: one line per event on stderr, `level time node role term message`, or
+ * with `format: "json"` one JSON object per line (elections, leader changes, peer up/down —
+ * never one line per request).
  *
  * @example
  * ```ts
@@ -11,7 +12,7 @@
  *
  * @module
  */
-import type { LogLevel } from "./flags.ts";
+import type { LogFormat, LogLevel } from "./flags.ts";
 
 const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
@@ -19,6 +20,8 @@ const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 export interface LoggerOptions {
   node: number;
   level: LogLevel;
+  /** `text` (default) or `json` (one object a line). */
+  format?: LogFormat;
   /** Current role and term, read at each line. */
   state?: () => { role: string; term: number };
   /** Where lines go (default: stderr). */
@@ -31,12 +34,14 @@ const _enc = new TextEncoder();
 export class Logger {
   readonly #node: number;
   readonly #min: number;
+  readonly #json: boolean;
   #state: () => { role: string; term: number };
   readonly #write: (line: string) => void;
 
   constructor(opts: LoggerOptions) {
     this.#node = opts.node;
     this.#min = RANK[opts.level];
+    this.#json = opts.format === "json";
     this.#state = opts.state ?? (() => ({ role: "follower", term: 0 }));
     this.#write = opts.write ?? ((line) => {
       try {
@@ -60,10 +65,11 @@ export class Logger {
   #line(level: LogLevel, msg: string): void {
     if (RANK[level] < this.#min) return;
     const s = this.#state();
+    const ts = new Date().toISOString();
     this.#write(
-      `${level.toUpperCase()} ${
-        new Date().toISOString()
-      } node=${this.#node} ${s.role} term=${s.term} ${msg}`,
+      this.#json
+        ? JSON.stringify({ level, ts, node: this.#node, role: s.role, term: s.term, msg })
+        : `${level.toUpperCase()} ${ts} node=${this.#node} ${s.role} term=${s.term} ${msg}`,
     );
   }
 

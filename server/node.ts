@@ -175,7 +175,7 @@ export function memtableBytesFor(id: number): number {
 /** Starts a node; throws {@linkcode StartError} with a one-line reason on failure. */
 export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const ref: { driver?: RaftDriver } = {};
-  const log = new Logger({ node: opts.id, level: opts.logLevel });
+  const log = new Logger({ node: opts.id, level: opts.logLevel, format: opts.logFormat });
   // grpc-js prints its own error lines (e.g. a failed bind) unless asked for: ours say it once.
   let verbosity: string | undefined;
   try {

@@ -30,26 +30,40 @@ export async function runNode(args: string[]): Promise<never> {
     console.log(NODE_USAGE);
     Deno.exit(0);
   }
+  const id = opts.id;
+  const json = opts.logFormat === "json";
+  /** One line on stderr in the node's log format (these lines come from outside its Logger). */
+  const say = (level: "warn" | "error", msg: string) =>
+    console.error(
+      json
+        ? JSON.stringify({ level, ts: new Date().toISOString(), node: id, msg })
+        : `concordkv: node ${id}: ${msg}`,
+    );
   let node: RunningNode;
   try {
     node = await startNode(opts);
   } catch (e) {
-    if (e instanceof StartError) _fail(`node ${opts.id}: ${e.message}`, 1);
-    const hint = diskFullHint(e, opts.dataDir);
-    _fail(`node ${opts.id}: failed to start: ${e instanceof Error ? e.message : e}${hint}`, 1);
+    const hint = e instanceof StartError ? "" : diskFullHint(e, opts.dataDir);
+    say(
+      "error",
+      e instanceof StartError
+        ? e.message
+        : `failed to start: ${e instanceof Error ? e.message : e}${hint}`,
+    );
+    Deno.exit(1);
   }
   let exiting = false;
   const shutdown = async (code: number) => {
     if (exiting) return;
     exiting = true;
     const hard = setTimeout(() => {
-      console.error(`concordkv: node ${opts.id}: shutdown took too long; exiting`);
+      say("error", "shutdown took too long; exiting");
       Deno.exit(code === 0 ? 1 : code);
     }, 8000);
     try {
       await node.stop();
     } catch (e) {
-      console.error(`concordkv: node ${opts.id}: error while stopping: ${e}`);
+      say("error", `error while stopping: ${e}`);
       code = code === 0 ? 1 : code;
     }
     clearTimeout(hard);
@@ -60,7 +74,7 @@ export async function runNode(args: string[]): Promise<never> {
   }
   globalThis.addEventListener("unhandledrejection", (ev) => {
     ev.preventDefault();
-    console.error(`concordkv: node ${opts.id}: unhandled rejection: ${ev.reason}`);
+    say("error", `unhandled rejection: ${ev.reason}`);
   });
   if (opts.exitWithParent) {
     // The launcher (main.ts) holds our stdin open; EOF means it died: stop cleanly.
@@ -72,7 +86,7 @@ export async function runNode(args: string[]): Promise<never> {
       } catch {
         // closed
       }
-      console.error(`concordkv: node ${opts.id}: launcher went away; stopping`);
+      say("warn", "launcher went away; stopping");
       await shutdown(0);
     })();
   }

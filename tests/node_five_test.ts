@@ -1,7 +1,8 @@
 /**
  * A real 5-node cluster: it keeps taking writes with two nodes down (the leader one of them),
  * refuses to answer writes and linearizable reads without a majority (and does not answer them
- * with stale data), and once the nodes are back every node holds every acknowledged write.
+ * with stale data), and once the nodes are back every node holds every acknowledged write. Its
+ * nodes log in JSON (`--log-format json`), and every line they wrote is checked.
  */
 import { equal, ok } from "node:assert/strict";
 import { runKvCli, TestCluster, waitFor } from "./harness.ts";
@@ -9,7 +10,8 @@ import type { StatusReport } from "../client/kv_main.ts";
 import { KVClient, KVError } from "../client/client.ts";
 
 Deno.test("5-node cluster: two nodes down is fine, three is no quorum, all back converge", async (t) => {
-  const c = await TestCluster.start({ nodes: 5 });
+  // The nodes log in JSON here (the other tests use the text format).
+  const c = await TestCluster.start({ nodes: 5, extraArgs: ["--log-format", "json"] });
   /** Every acknowledged write: key → value. */
   const acked = new Map<string, string>();
   let failed = false;
@@ -109,6 +111,23 @@ Deno.test("5-node cluster: two nodes down is fine, three is no quorum, all back 
         }
       },
     );
+    await step("every line of every node's log is one JSON object (--log-format json)", () => {
+      for (const n of c.nodes) {
+        const lines = n.log().split("\n").filter((l) => l !== "" && !l.startsWith("--- harness"));
+        ok(lines.length > 5, `node ${n.id}: ${lines.length} lines`);
+        for (const l of lines) {
+          const o = JSON.parse(l);
+          equal(o.node, n.id, l);
+          ok(["debug", "info", "warn", "error"].includes(o.level), l);
+          ok(typeof o.msg === "string" && typeof o.term === "number" && o.ts, l);
+        }
+      }
+      ok(
+        c.nodes.some((n) => n.log().split("\n").some((l) => l.includes('"msg":"became leader"'))),
+        "no node logged that it became leader",
+      );
+      return Promise.resolve();
+    });
   } finally {
     if (failed) console.error(c.dumpLogs());
     await c.stop();
