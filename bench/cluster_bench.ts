@@ -31,14 +31,18 @@ import { type CpuProfile, formatProfile, summarizeProfile } from "./load_profile
 export const CLUSTER_BENCH_USAGE =
   `Usage: deno task bench cluster [--quick] [--duration S] [--systems concordkv,etcd] [options]
 
-Starts a 3-node ConcordKV and a 3-node etcd in turn on loopback and runs the same workloads
+Starts a 3-node ConcordKV and a 3-node etcd on loopback and runs the same workloads
 (put, linearizable get, serializable get, 90/10 get/put) at each concurrency against both.
 Prints one table with ConcordKV/etcd ratios; writes JSON, Markdown and SVG to bench/results/.
 Installs Debian's etcd-server with apt-get if etcd is missing.
 
+By default (not --quick) both systems are started first and each step runs on both in four
+parts, A B B A A B B A, whose latencies are pooled (--rounds 2): drift of the machine lands on
+both alike, and neither gains from going first or last. A full run takes about 14 minutes.
+
 Options:
-  --quick              short runs, base case only (under ~2 minutes)
-  --duration S         measured seconds per run (default 5, quick 2)
+  --quick              short runs, base case only, each system in turn (under ~2 minutes)
+  --duration S         measured seconds per step and system (default 10, quick 2)
   --warmup S           warm-up seconds per run (default 1, quick 0.5)
   --settle S           before each run, wait up to S seconds for the machine to go quiet
                        (under 0.25 cores busy; default 10, quick 2, 0 = don't wait)
@@ -53,14 +57,14 @@ Options:
   --concurrency LIST   concurrent clients (default 1,16,64,256)
   --workloads LIST     of put,get,get-ser,mixed (default all)
   --no-variants        skip the 4 KiB-value and 100k-key runs (implied by --quick)
-  --interleave         start all systems first, then run each step on all of them back to
-                       back (fairer ratios on a machine shared with other work)
+  --interleave         run each step on all systems back to back, in one part each
   --mirror             with --interleave (implied): run each step in two halves of the
-                       duration, the second in reverse order (A B, then B A), and merge them,
-                       so that no system gains from running first or second
+                       duration, the second in reverse order (A B, then B A), and merge them
   --rounds N           with --mirror (implied): repeat the A B, B A pair N times within the
-                       duration (2N parts a system, merged), so slow drift of the machine
-                       over a long run is spread over both systems (default 1)
+                       duration (2N parts a system, merged; default 2, or 1 with --interleave
+                       or --mirror)
+  --sequential         run every step on one system, then every step on the next (the
+                       least fair to compare; the default of --quick)
   --target T           leader (default: every channel to the leader) or all (spread over nodes)
   --channels N         grpc channels (connections) per endpoint (default 4)
   --client C           the gRPC client driving both systems: grpc-js (default) or h2, a lean
@@ -130,7 +134,8 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
       "no-variants": { type: "boolean", default: false },
       interleave: { type: "boolean", default: false },
       mirror: { type: "boolean", default: false },
-      rounds: { type: "string", default: "1" },
+      rounds: { type: "string" },
+      sequential: { type: "boolean", default: false },
       target: { type: "string", default: "leader" },
       channels: { type: "string", default: "4" },
       client: { type: "string", default: "grpc-js" },
@@ -163,12 +168,19 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
   const quick = values.quick!;
   const concurrency = list(values.concurrency!).map((c) => positive(c, "--concurrency", true));
   if (concurrency.some((c) => c < 1)) throw new UsageError("--concurrency must be ≥ 1");
-  const rounds = positive(values.rounds!, "--rounds", true);
+  const sequential = values.sequential!;
+  if (sequential && (values.interleave || values.mirror || values.rounds !== undefined)) {
+    throw new UsageError("--sequential does not go with --interleave, --mirror or --rounds");
+  }
+  // With no order asked for, a full run is pooled over A B B A A B B A parts; --quick, or an
+  // order given in part, keeps to what was asked.
+  const pooled = !quick && !sequential && !values.interleave && !values.mirror;
+  const rounds = positive(values.rounds ?? (pooled ? "2" : "1"), "--rounds", true);
   if (rounds < 1) throw new UsageError("--rounds must be ≥ 1");
-  const mirror = values.mirror! || rounds > 1;
+  const mirror = !sequential && (values.mirror! || rounds > 1);
   return {
     quick,
-    durationS: positive(values.duration ?? (quick ? "2" : "5"), "--duration"),
+    durationS: positive(values.duration ?? (quick ? "2" : "10"), "--duration"),
     warmupS: positive(values.warmup ?? (quick ? "0.5" : "1"), "--warmup"),
     settleS: positive(values.settle ?? (quick ? "2" : "10"), "--settle"),
     ops: values.ops === undefined ? undefined : Math.max(1, positive(values.ops, "--ops", true)),

@@ -16,13 +16,32 @@ Deno.test("cluster bench defaults: both systems, four concurrencies, variants on
   if (o === "help") throw new Error("help");
   deepEqual(o.systems, ["concordkv", "etcd"]);
   deepEqual(o.concurrency, [1, 16, 64, 256]);
-  equal(o.durationS, 5);
+  equal(o.durationS, 10);
   equal(o.settleS, 10);
   equal(o.variants, true);
   equal(o.target, "leader");
-  equal(o.interleave, false);
+  // Pooled over A B B A A B B A parts unless another order is asked for.
+  equal(o.interleave, true);
+  equal(o.mirror, true);
+  equal(o.rounds, 2);
   equal(o.ops, undefined);
   equal(o.client, "grpc-js");
+});
+
+Deno.test("an order given on the command line replaces the pooled default", () => {
+  const order = (...args: string[]) => {
+    const o = parseClusterBenchArgs(args);
+    if (o === "help") throw new Error("help");
+    return [o.interleave, o.mirror, o.rounds];
+  };
+  deepEqual(order("--interleave"), [true, false, 1]);
+  deepEqual(order("--mirror"), [true, true, 1]);
+  deepEqual(order("--rounds", "8"), [true, true, 8]);
+  deepEqual(order("--sequential"), [false, false, 1]);
+  deepEqual(order("--quick"), [false, false, 1]);
+  deepEqual(order("--quick", "--rounds", "2"), [true, true, 2]);
+  throws(() => order("--sequential", "--mirror"), /--sequential does not go with/);
+  throws(() => order("--sequential", "--rounds", "2"), /--sequential does not go with/);
 });
 
 Deno.test("--interleave and --ops are parsed", () => {
@@ -122,7 +141,7 @@ Deno.test("--rounds implies --mirror and must be a whole number ≥ 1", () => {
   equal(o.rounds, 4);
   equal(o.mirror, true);
   equal(o.interleave, true);
-  const d = parseClusterBenchArgs([]);
+  const d = parseClusterBenchArgs(["--interleave"]);
   if (d === "help") throw new Error("help");
   equal(d.rounds, 1);
   equal(d.mirror, false);
