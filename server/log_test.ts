@@ -32,7 +32,7 @@ Deno.test("json log lines: one object a line, any message kept exactly", () => {
   log.debug("not shown");
   log.warn(msg);
   assert.equal(lines.length, 1);
-  assert.ok(!lines[0]!.includes("\n"), lines[0]);
+  assert.ok(!lines[0]!.includes("\n"), lines[0]!);
   const o = JSON.parse(lines[0]!);
   assert.deepEqual(Object.keys(o), ["level", "ts", "node", "role", "term", "msg"]);
   assert.equal(o.level, "warn");
