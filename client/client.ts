@@ -30,6 +30,7 @@ import {
   type BackupChunk,
   type CompareAndSwapResponse,
   type DefragmentResponse,
+  type DeleteRangeResponse,
   type DeleteResponse,
   type GetResponse,
   kvstorePackage,
@@ -398,6 +399,33 @@ export class KVClient {
       pairs: (res.pairs ?? []).map((p) => ({ key: _u8(p.key), value: _u8(p.value) })),
       more: res.more ?? false,
     };
+  }
+
+  /**
+   * Deletes every key with `start <= key < end` (empty `end`: no upper bound) in one atomic step;
+   * returns how many there were. `start` must not be empty (see {@linkcode deleteAll}).
+   */
+  async deleteRange(start: Bytes, end: Bytes, opts: WriteOptions = {}): Promise<number> {
+    return await this.#deleteRange({ start: toBytes(start), end: toBytes(end) }, opts);
+  }
+
+  /** Deletes every key that starts with `prefix` (not empty) atomically; returns how many. */
+  async deletePrefix(prefix: Bytes, opts: WriteOptions = {}): Promise<number> {
+    return await this.#deleteRange({ prefix: toBytes(prefix) }, opts);
+  }
+
+  /** Deletes every key atomically; returns how many there were. */
+  async deleteAll(opts: WriteOptions = {}): Promise<number> {
+    return await this.#deleteRange({ all: true }, opts);
+  }
+
+  async #deleteRange(req: Record<string, unknown>, opts: WriteOptions): Promise<number> {
+    const res = await this.#write("DeleteRange", opts, (s) => ({
+      ...req,
+      client_id: s.clientId,
+      seq: s.seq,
+    })) as DeleteRangeResponse;
+    return _num(res.deleted);
   }
 
   /**

@@ -6,6 +6,8 @@
  *   put KEY VALUE            store VALUE under KEY                      prints OK
  *   get KEY [--serializable] print KEY's value; nothing and exit 1 if it is absent
  *   del KEY                  delete KEY                                 prints 1 (deleted) or 0
+ *   del START END | del --prefix PREFIX | del --all
+ *                            delete a range atomically                  prints how many
  *   scan PREFIX [--limit N]  print KEY<TAB>VALUE for each key with PREFIX, in key order
  *   range START END [--limit N]  same for START <= key < END ("" END: unbounded)
  *   cas KEY EXPECTED NEW     set KEY to NEW if its value is EXPECTED; exit 1 if it is not
@@ -45,6 +47,9 @@ Commands:
   put KEY VALUE                 store VALUE under KEY (prints OK)
   get KEY [--serializable]      print KEY's value; prints nothing and exits 1 if absent
   del KEY                       delete KEY (prints 1 if it existed, else 0)
+  del START END                 delete every key in START <= KEY < END ("" = no end), at once
+  del --prefix PREFIX           delete every key starting with PREFIX, at once
+  del --all                     delete every key, at once (these three print how many)
   scan PREFIX [--limit N]       print KEY<TAB>VALUE lines for keys starting with PREFIX
   range START END [--limit N]   print KEY<TAB>VALUE lines for START <= KEY < END ("" = no end)
   cas KEY EXPECTED NEW          set KEY to NEW only if its value is EXPECTED (exit 1 if not)
@@ -298,6 +303,8 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         merge: { type: "boolean", default: false },
         replace: { type: "boolean", default: false },
         json: { type: "boolean", default: false },
+        prefix: { type: "boolean", default: false },
+        all: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -328,8 +335,21 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
       }
       case "del":
       case "delete": {
-        _arity(pos, 1, "del KEY");
-        io.out((await kv.delete(pos[0]!)) ? "1\n" : "0\n");
+        const usage = "del KEY | del START END | del --prefix PREFIX | del --all";
+        if (values.all) {
+          _arity(pos, 0, usage);
+          io.out(`${await kv.deleteAll()}\n`);
+        } else if (values.prefix) {
+          _arity(pos, 1, usage);
+          if (pos[0] === "") throw new _Usage("--prefix is empty (to delete every key: --all)");
+          io.out(`${await kv.deletePrefix(pos[0]!)}\n`);
+        } else if (pos.length === 2) {
+          if (pos[0] === "") throw new _Usage("START is empty (to delete every key: --all)");
+          io.out(`${await kv.deleteRange(pos[0]!, pos[1]!)}\n`);
+        } else {
+          _arity(pos, 1, usage);
+          io.out((await kv.delete(pos[0]!)) ? "1\n" : "0\n");
+        }
         return 0;
       }
       case "scan":

@@ -16,11 +16,16 @@
  *   op 3 cas     body = casFlags:u8 key:bytes expected:bytes value:bytes
  *                       casFlags: bit0 expect absent, bit1 delete instead of writing value
  *   op 4 barrier body = (empty) — a linearizable read point through the log
+ *   op 5 deleteRange  body = start:bytes end:bytes — every user key in [start, end) (empty end:
+ *                       no upper bound), enumerated when the entry is applied
  * result   = version:u8 (=1) kind:u8 ...
  *   kind 1 ok        (put, barrier)
  *   kind 2 delete    existed:u8
  *   kind 3 cas       success:u8 found:u8 current:bytes
+ *   kind 4 deleteRange  deleted:v
  * ```
+ *
+ * A node from before op 5 cannot decode a batch that holds one (it stops, asking to be upgraded).
  *
  * `origin` (proposing node id), `epoch` (random per process start) and `reqId` identify the
  * request so the node that proposed it can answer its client when it applies the entry. `clientId`
@@ -80,6 +85,7 @@ const OP_PUT = 1;
 const OP_DELETE = 2;
 const OP_CAS = 3;
 const OP_BARRIER = 4;
+const OP_DELETE_RANGE = 5;
 
 const EMPTY = new Uint8Array(0);
 
@@ -123,14 +129,26 @@ export interface CasCommand extends CommandHeader {
 export interface BarrierCommand extends CommandHeader {
   op: "barrier";
 }
+/** Remove every key in [start, end) (empty `end`: no upper bound). */
+export interface DeleteRangeCommand extends CommandHeader {
+  op: "deleteRange";
+  start: Uint8Array;
+  end: Uint8Array;
+}
 /** Any state-machine command. */
-export type Command = PutCommand | DeleteCommand | CasCommand | BarrierCommand;
+export type Command =
+  | PutCommand
+  | DeleteCommand
+  | CasCommand
+  | BarrierCommand
+  | DeleteRangeCommand;
 
 /** The outcome of applying one command (deterministic on every replica). */
 export type CommandResult =
   | { kind: "ok" }
   | { kind: "delete"; existed: boolean }
-  | { kind: "cas"; success: boolean; found: boolean; current: Uint8Array };
+  | { kind: "cas"; success: boolean; found: boolean; current: Uint8Array }
+  | { kind: "deleteRange"; deleted: number };
 
 /** A malformed command buffer. */
 export class CommandCodecError extends Error {
@@ -243,6 +261,9 @@ function _bodySize(c: Command): number {
         c.expected.length + _varintSize(c.value.length) + c.value.length;
     case "barrier":
       return 0;
+    case "deleteRange":
+      return _varintSize(c.start.length) + c.start.length + _varintSize(c.end.length) +
+        c.end.length;
   }
 }
 
@@ -305,7 +326,9 @@ export function encodeBatch(cmds: readonly Command[]): Uint8Array {
         ? OP_DELETE
         : c.op === "cas"
         ? OP_CAS
-        : OP_BARRIER,
+        : c.op === "barrier"
+        ? OP_BARRIER
+        : OP_DELETE_RANGE,
     );
     w.varint(c.origin);
     w.varint(c.epoch);
@@ -331,6 +354,10 @@ export function encodeBatch(cmds: readonly Command[]): Uint8Array {
         w.bytes(c.value);
         break;
       case "barrier":
+        break;
+      case "deleteRange":
+        w.bytes(c.start);
+        w.bytes(c.end);
         break;
     }
   }
@@ -408,6 +435,12 @@ export function decodeBatch(data: Uint8Array): Command[] {
       case OP_BARRIER:
         out.push({ op: "barrier", origin, epoch, reqId, clientId, seq });
         break;
+      case OP_DELETE_RANGE: {
+        const start = r.bytes();
+        const end = r.bytes();
+        out.push({ op: "deleteRange", origin, epoch, reqId, clientId, seq, start, end });
+        break;
+      }
       default:
         throw new CommandCodecError(`command: unknown op ${op}`);
     }
@@ -440,6 +473,13 @@ export function encodeResult(res: CommandResult): Uint8Array {
       w.bytes(res.current);
       return w.buf;
     }
+    case "deleteRange": {
+      const w = new _Writer(2 + _varintSize(res.deleted));
+      w.u8(COMMAND_VERSION);
+      w.u8(4);
+      w.varint(res.deleted);
+      return w.buf;
+    }
   }
 }
 
@@ -461,6 +501,8 @@ export function decodeResult(data: Uint8Array): CommandResult {
       const found = r.u8() === 1;
       return { kind: "cas", success, found, current: r.bytes().slice() };
     }
+    case 4:
+      return { kind: "deleteRange", deleted: r.varint() };
     default:
       throw new CommandCodecError(`result: unknown kind ${kind}`);
   }

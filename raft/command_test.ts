@@ -36,6 +36,15 @@ Deno.test("command batch round-trips every op", () => {
       del: true,
     },
     { op: "barrier", ...h },
+    { op: "deleteRange", ...h, start: enc.encode("a/"), end: enc.encode("a0") },
+    {
+      op: "deleteRange",
+      ...h,
+      clientId: 9,
+      seq: 3,
+      start: new Uint8Array(0),
+      end: new Uint8Array(0),
+    },
   ];
   const buf = encodeBatch(cmds);
   let size = 2;
@@ -125,6 +134,8 @@ Deno.test("command results round-trip", () => {
       { kind: "delete" as const, existed: true },
       { kind: "delete" as const, existed: false },
       { kind: "cas" as const, success: false, found: true, current: enc.encode("cur") },
+      { kind: "deleteRange" as const, deleted: 0 },
+      { kind: "deleteRange" as const, deleted: 1_000_000 },
     ]
   ) {
     assert.deepEqual(decodeResult(encodeResult(r)), r);

@@ -8,7 +8,8 @@
  * (absent scalars read as 0 / "" / empty bytes / false), `oneofs: true`. Messages we send may give
  * 64-bit fields as numbers and bytes as any `Uint8Array`.
  *
- * The requests that carry an exactly-once `client_id` (Put, Delete, CompareAndSwap) are decoded
+ * The requests that carry an exactly-once `client_id` (Put, Delete, CompareAndSwap, DeleteRange)
+ * are decoded
  * by hand (below), not by protobufjs, and their `client_id` is exact over the whole uint64 range
  * (a `ClientId` of raft/command.ts: a number below 2^53, a bigint above); through `longs: Number`
  * two ids equal in their top 53 bits would have become one.
@@ -185,6 +186,21 @@ export interface MemberChangeResponse {
 /** `kvstore.TransferLeaderResponse`. */
 export interface TransferLeaderResponse {
   leader_id: number;
+}
+
+/** `kvstore.DeleteRangeRequest`. */
+export interface DeleteRangeRequest {
+  prefix: Uint8Array;
+  start: Uint8Array;
+  end: Uint8Array;
+  all: boolean;
+  client_id: ClientId;
+  seq: number;
+}
+/** `kvstore.DeleteRangeResponse`. */
+export interface DeleteRangeResponse {
+  deleted: number;
+  index: number;
 }
 
 /** `kvstore.DefragmentResponse`. */
@@ -387,6 +403,7 @@ const _PUT_WIRES = [-1, 2, 2, 0, 0];
 const _GET_WIRES = [-1, 2, 0];
 const _DELETE_WIRES = [-1, 2, 0, 0];
 const _CAS_WIRES = [-1, 2, 2, 0, 2, 0, 0, 0];
+const _DELETE_RANGE_WIRES = [-1, 2, 2, 2, 0, 0, 0];
 
 /**
  * Decodes a `kvstore.PutRequest` (key and value are views into `b`).
@@ -484,6 +501,30 @@ export function decodeCompareAndSwapRequest(b: Uint8Array): CompareAndSwapReques
     }
   }
   return { key, expected, expect_absent, value, delete: del, client_id, seq };
+}
+
+/**
+ * Decodes a `kvstore.DeleteRangeRequest` (byte fields are views into `b`).
+ *
+ * @example
+ * ```ts
+ * const r = decodeDeleteRangeRequest(new Uint8Array([0x0a, 1, 0x6b, 0x28, 9, 0x30, 2]));
+ * console.log(r.prefix.length, r.client_id, r.seq); // 1 9 2
+ * ```
+ */
+export function decodeDeleteRangeRequest(b: Uint8Array): DeleteRangeRequest {
+  const r = new _Reader(b);
+  let prefix: Uint8Array = _EMPTY, start: Uint8Array = _EMPTY, end: Uint8Array = _EMPTY;
+  let all = false, client_id: ClientId = 0, seq = 0;
+  for (let f = r.field(_DELETE_RANGE_WIRES); f !== 0; f = r.field(_DELETE_RANGE_WIRES)) {
+    if (f === 1) prefix = r.bytes();
+    else if (f === 2) start = r.bytes();
+    else if (f === 3) end = r.bytes();
+    else if (f === 4) all = r.varint() !== 0;
+    else if (f === 5) client_id = r.uint64();
+    else seq = r.varint();
+  }
+  return { prefix, start, end, all, client_id, seq };
 }
 
 /**

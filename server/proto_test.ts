@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   decodeCompareAndSwapRequest,
+  decodeDeleteRangeRequest,
   decodeDeleteRequest,
   decodeGetRequest,
   decodePutRequest,
@@ -72,6 +73,8 @@ Deno.test("proto: client_id is decoded exactly over the whole uint64 range", () 
     assert.equal(decodeDeleteRequest(del).client_id, want);
     const cas = svc.CompareAndSwap!.requestSerialize({ key: [1], value: [2], client_id, seq: 3 });
     assert.equal(decodeCompareAndSwapRequest(cas).client_id, want);
+    const dr = svc.DeleteRange!.requestSerialize({ prefix: [1], client_id, seq: 3 });
+    assert.equal(decodeDeleteRangeRequest(dr).client_id, want);
   }
   // Bits past 64 are dropped, as protobuf does for a uint64; 11 bytes are malformed.
   const over = new Uint8Array([0x10, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7e]);
@@ -100,6 +103,29 @@ Deno.test("proto: the CompareAndSwap decoder agrees with protobufjs", () => {
     assert.deepEqual(_plain(got.value), _plain(want.value));
     assert.equal(got.expect_absent, want.expect_absent);
     assert.equal(got.delete, want.delete);
+    assert.equal(got.client_id, want.client_id);
+    assert.equal(got.seq, want.seq);
+  }
+});
+
+Deno.test("proto: the DeleteRange decoder agrees with protobufjs", () => {
+  const r = _rng(12);
+  for (let i = 0; i < 300; i++) {
+    const dr = {
+      prefix: _bytes(r, 40),
+      start: _bytes(r, 40),
+      end: _bytes(r, 40),
+      all: r() < 0.5,
+      client_id: _u64(r),
+      seq: _u64(r),
+    };
+    const wire = svc.DeleteRange!.requestSerialize(dr);
+    const want = svc.DeleteRange!.requestDeserialize(wire) as typeof dr;
+    const got = decodeDeleteRangeRequest(wire);
+    assert.deepEqual(_plain(got.prefix), _plain(want.prefix));
+    assert.deepEqual(_plain(got.start), _plain(want.start));
+    assert.deepEqual(_plain(got.end), _plain(want.end));
+    assert.equal(got.all, want.all);
     assert.equal(got.client_id, want.client_id);
     assert.equal(got.seq, want.seq);
   }

@@ -69,7 +69,8 @@ export class DriverError extends Error {
 export type CommandInput =
   | Omit<Extract<Command, { op: "put" }>, "origin" | "epoch" | "reqId">
   | Omit<Extract<Command, { op: "delete" }>, "origin" | "epoch" | "reqId">
-  | Omit<Extract<Command, { op: "cas" }>, "origin" | "epoch" | "reqId">;
+  | Omit<Extract<Command, { op: "cas" }>, "origin" | "epoch" | "reqId">
+  | Omit<Extract<Command, { op: "deleteRange" }>, "origin" | "epoch" | "reqId">;
 
 /** Options of a {@linkcode RaftDriver}. */
 export interface DriverOptions {
@@ -189,6 +190,17 @@ function _command(input: CommandInput, origin: number, epoch: number, reqId: num
         expectAbsent: input.expectAbsent,
         value: input.value,
         del: input.del,
+      };
+    case "deleteRange":
+      return {
+        op: "deleteRange",
+        origin,
+        epoch,
+        reqId,
+        clientId,
+        seq,
+        start: input.start,
+        end: input.end,
       };
   }
 }

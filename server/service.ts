@@ -16,8 +16,10 @@ import { type CommandInput, DriverError, type RaftDriver } from "./raft_driver.t
 import { type StateMachine, userPairs } from "./state_machine.ts";
 import { type EngineView, snapshotChunks } from "./snapshot.ts";
 import { crc32 } from "node:zlib";
+import { compareBytes, prefixEnd } from "../storage/coding.ts";
 import {
   decodeCompareAndSwapRequest,
+  decodeDeleteRangeRequest,
   decodeDeleteRequest,
   decodeGetRequest,
   decodePutRequest,
@@ -30,6 +32,8 @@ import type {
   CompareAndSwapRequest,
   CompareAndSwapResponse,
   DefragmentResponse,
+  DeleteRangeRequest,
+  DeleteRangeResponse,
   DeleteRequest,
   DeleteResponse,
   GetRequest,
@@ -221,6 +225,7 @@ const _FAST_CODECS: Record<
   "/kvstore.KVStore/Delete": { decode: decodeDeleteRequest, encode: encodeDeleteResponse },
   // Decoded by hand for its exact uint64 client_id; answered by protobufjs.
   "/kvstore.KVStore/CompareAndSwap": { decode: decodeCompareAndSwapRequest },
+  "/kvstore.KVStore/DeleteRange": { decode: decodeDeleteRangeRequest },
 };
 
 /**
@@ -263,6 +268,31 @@ function _putAnswer(r: { index: number }): PutResponse {
 function _deleteAnswer(r: { result: CommandResult; index: number }): DeleteResponse {
   const existed = r.result.kind === "delete" ? r.result.existed : false;
   return { success: true, existed, index: r.index };
+}
+
+/**
+ * The [start, end) of a DeleteRange request (empty end: no upper bound). Exactly one form must be
+ * given, so that an empty or default request never deletes everything by accident.
+ */
+function _deleteRangeBounds(req: DeleteRangeRequest): { start: Uint8Array; end: Uint8Array } {
+  const prefix = _checkBound(req.prefix, "prefix");
+  const start = _checkBound(req.start, "start");
+  const end = _checkBound(req.end, "end");
+  const forms = (prefix.length > 0 ? 1 : 0) + (start.length > 0 ? 1 : 0) +
+    (req.all === true ? 1 : 0);
+  if (forms !== 1 || (end.length > 0 && start.length === 0)) {
+    throw new RpcError(
+      grpc.status.INVALID_ARGUMENT,
+      "DeleteRange takes exactly one of: a non-empty prefix; a non-empty start (and an " +
+        "optional end); all = true",
+    );
+  }
+  if (prefix.length > 0) return { start: prefix, end: prefixEnd(prefix) ?? EMPTY };
+  if (req.all === true) return { start: EMPTY, end: EMPTY };
+  if (end.length > 0 && compareBytes(end, start) <= 0) {
+    throw new RpcError(grpc.status.INVALID_ARGUMENT, "DeleteRange: end must be after start");
+  }
+  return { start, end };
 }
 
 function _getAnswer(v: Uint8Array | undefined): GetResponse {
@@ -445,6 +475,21 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       });
       return { pairs: pairs as KeyValue[], more };
     }),
+
+    DeleteRange: unary<DeleteRangeRequest, DeleteRangeResponse>(
+      "DeleteRange",
+      async (req, call) => {
+        const { start, end } = _deleteRangeBounds(req);
+        const { result, index } = await write({
+          op: "deleteRange",
+          start,
+          end,
+          clientId: _clientId(req.client_id, req.seq),
+          seq: _seq(req.seq),
+        }, call);
+        return { deleted: result.kind === "deleteRange" ? result.deleted : 0, index };
+      },
+    ),
 
     CompareAndSwap: unary<CompareAndSwapRequest, CompareAndSwapResponse>(
       "CompareAndSwap",

@@ -52,6 +52,7 @@ import {
   encodeResult,
 } from "../raft/command.ts";
 import type { Command } from "../raft/command.ts";
+import { compareBytes } from "../storage/coding.ts";
 import { decodeConfChange } from "../raft/codec.ts";
 import { type ConfChange, type Entry, EntryType } from "../raft/types.ts";
 
@@ -594,6 +595,14 @@ export class StateMachine {
       }
       case "barrier":
         return _OK;
+      case "deleteRange": {
+        const keys = batch.liveKeysIn(
+          userKey(cmd.start),
+          cmd.end.length > 0 ? userKey(cmd.end) : undefined,
+        );
+        for (const k of keys) batch.del(k);
+        return { kind: "deleteRange", deleted: keys.length };
+      }
     }
   }
 }
@@ -626,6 +635,26 @@ class _Batch {
     this.#overlay?.set(_keyStr(key), null);
   }
 
+  /**
+   * The user keys in [start, end) (engine keys; no `end`: to the last user key) that are live
+   * after this batch's writes so far, in the engine's key order and then this batch's: the same
+   * on every replica, which applies the same entries to the same state.
+   */
+  liveKeysIn(start: Uint8Array, end: Uint8Array | undefined): Uint8Array[] {
+    const live = new Map<string, Uint8Array>();
+    for (const kv of this.#engine.scanSync({ prefix: _USER_PREFIX, start, end })) {
+      live.set(_keyStr(kv.key), kv.key);
+    }
+    for (const op of this.ops) {
+      const k = op.key;
+      if (k[0] !== USER || compareBytes(k, start) < 0) continue;
+      if (end !== undefined && compareBytes(k, end) >= 0) continue;
+      if (op.type === "put") live.set(_keyStr(k), k);
+      else live.delete(_keyStr(k));
+    }
+    return [...live.values()];
+  }
+
   read(key: Uint8Array): Uint8Array | undefined {
     let overlay = this.#overlay;
     if (overlay === undefined) {
@@ -640,8 +669,12 @@ class _Batch {
   }
 }
 
+/** The first byte of every user key, as a scan prefix. */
+const _USER_PREFIX = new Uint8Array([USER]);
+
 function _okFor(cmd: Command): CommandResult {
   if (cmd.op === "delete") return { kind: "delete", existed: false };
+  if (cmd.op === "deleteRange") return { kind: "deleteRange", deleted: 0 };
   if (cmd.op === "cas") {
     return { kind: "cas", success: true, found: true, current: new Uint8Array(0) };
   }

@@ -107,6 +107,47 @@ Deno.test("state machine: reads in a batch see the batch's own earlier writes, b
   await engine.close();
 });
 
+Deno.test("state machine deletes a range atomically: only user keys in it, this batch's writes included", async () => {
+  const fs = new MemFs();
+  const { sm, engine } = await open(fs);
+  const put = (k: string) => cmd({ op: "put", key: enc.encode(k), value: enc.encode(k) });
+  const range = (start: string, end: string, extra: Partial<Command> = {}) =>
+    cmd({ op: "deleteRange", start: enc.encode(start), end: enc.encode(end), ...extra });
+  await sm.apply([entry(1, ["a", "b/1", "b/2", "b/3", "c", "d"].map(put))], mine);
+  const { results } = await sm.apply([
+    entry(2, [
+      put("b/4"), // written in the same batch, before the range: deleted with it
+      cmd({ op: "delete", key: enc.encode("b/2") }), // already gone: not counted
+      range("b/", "b0"),
+      put("b/5"), // after the range: kept
+    ]),
+  ], mine);
+  assert.deepEqual(results[2]!.result, { kind: "deleteRange", deleted: 3 });
+  const keys = () => sm.scan({}).pairs.map((p) => dec.decode(p.key));
+  assert.deepEqual(keys(), ["a", "b/5", "c", "d"]);
+  // Open-ended: from "c" to the end of the user keys; the state machine's own records (applied
+  // index, members, exactly-once table) are not user keys and stay.
+  const r = await sm.apply([entry(3, [range("c", "", { clientId: 5, seq: 1 })])], mine);
+  assert.deepEqual(r.results[0]!.result, { kind: "deleteRange", deleted: 2 });
+  assert.deepEqual(keys(), ["a", "b/5"]);
+  // Everything (an empty start): then a retry of seq 1 is answered as first, deleting nothing more.
+  await sm.apply([entry(4, [put("c"), range("", "")])], mine);
+  assert.deepEqual(keys(), []);
+  await sm.apply([entry(5, [put("z")])], mine);
+  const retry = await sm.apply([entry(6, [range("c", "", { clientId: 5, seq: 1 })])], mine);
+  assert.deepEqual(retry.results[0]!.result, { kind: "deleteRange", deleted: 2 });
+  assert.deepEqual(keys(), ["z"]);
+  assert.equal(sm.applied, 6);
+  assert.equal(sm.dedupSize, 1);
+  await engine.close();
+  // After a reopen: the same keys, the applied index and the exactly-once record kept.
+  const again = await open(fs);
+  assert.deepEqual(again.sm.scan({}).pairs.map((p) => dec.decode(p.key)), ["z"]);
+  assert.equal(again.sm.applied, 6);
+  assert.equal(again.sm.dedupSize, 1);
+  await again.engine.close();
+});
+
 Deno.test("state machine applies a retried (client id, seq) once and answers the first result", async () => {
   const { sm, engine } = await open(new MemFs());
   const key = enc.encode("k");

@@ -3,8 +3,14 @@
  * output), del, scan, cas, status, member list, and errors (one line on stderr, non-zero exit).
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { freePorts, runKvCli as kv, runKvCliBytes as kvBytes, TestCluster } from "./harness.ts";
-import { bytesToString } from "../client/client.ts";
+import {
+  freePorts,
+  runKvCli as kv,
+  runKvCliBytes as kvBytes,
+  TestCluster,
+  waitFor,
+} from "./harness.ts";
+import { bytesToString, KVError } from "../client/client.ts";
 import { binaryKey, deleteKeysNotIn, type StatusReport } from "../client/kv_main.ts";
 
 Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", async (t) => {
@@ -185,6 +191,84 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
         deepEqual(await everything(), want);
         r = await kvBytes(eps, b.out, "restore", "--merge", "--replace");
         equal(r.code, 2, r.err);
+      },
+    );
+
+    await step(
+      "del START END, del --prefix and del --all delete ranges at once, on every node",
+      async () => {
+        const cl = c.client({ timeoutMs: 10_000 });
+        for (let i = 0; i < 300; i++) await cl.put(`dr/${String(i).padStart(3, "0")}`, "v");
+        await cl.put("dr0", "just past the prefix");
+        // Scans while the prefix goes: each sees all 300 keys or none (one log entry).
+        let deleting = true;
+        const seen = new Set<number>();
+        const scanner = (async () => {
+          while (deleting) seen.add((await cl.scan("dr/", { limit: 1000 })).pairs.length);
+        })();
+        let r = await kv(eps, "del", "--prefix", "dr/");
+        deleting = false;
+        await scanner;
+        equal(r.code, 0, r.err);
+        equal(r.out, "300\n");
+        for (const n of seen) ok(n === 300 || n === 0, `a scan saw ${n} of the 300 keys`);
+        ok(seen.has(300), "the scans began after the deletion"); // the command takes ~0.3 s to start
+        equal(await cl.getString("dr0"), "just past the prefix");
+        // Every node applied it: a serializable read of each finds none once caught up.
+        const leader = await c.status(c.leaderId()!);
+        for (const node of c.nodes) {
+          await waitFor(
+            `node ${node.id} to apply`,
+            10_000,
+            async () => (await c.status(node.id)).appliedIndex >= leader.commitIndex,
+          );
+          const local = c.nodeClient(node.id);
+          equal(
+            (await local.scan("dr/", { serializable: true })).pairs.length,
+            0,
+            `node ${node.id}`,
+          );
+        }
+        await cl.put("dr/a", "1");
+        await cl.put("dr/b", "2");
+        await cl.put("dr/c", "3");
+        r = await kv(eps, "del", "dr/a", "dr/c");
+        equal(r.code, 0, r.err);
+        equal(r.out, "2\n");
+        deepEqual(
+          (await cl.scan("dr")).pairs.map((p) => bytesToString(p.key)),
+          ["dr/c", "dr0"],
+        );
+        // Through a follower: forwarded to the leader like any write.
+        await cl.put("fw/1", "x");
+        await cl.put("fw/2", "y");
+        const follower = c.nodes.find((n) => n.id !== c.leaderId())!;
+        equal(await c.nodeClient(follower.id).deletePrefix("fw/"), 2);
+        equal((await cl.scan("fw/")).pairs.length, 0);
+        // A range must be asked for in one of its forms; nothing is deleted otherwise.
+        r = await kv(eps, "del", "", "zz");
+        equal(r.code, 2, r.err);
+        const bad = await cl.deleteRange("", "").then(() => "deleted", (e) => e);
+        ok(bad instanceof KVError && bad.kind === "invalid_argument", String(bad));
+        const backwards = await cl.deleteRange("b", "a").then(() => "deleted", (e) => e);
+        ok(
+          backwards instanceof KVError && backwards.kind === "invalid_argument",
+          String(backwards),
+        );
+        // A retry (same client id and seq) is answered as the first time and deletes nothing new.
+        const once = { clientId: 4242, seq: 1 };
+        equal(await cl.deleteRange("dr/", "dr0", once), 1);
+        await cl.put("dr/new", "after");
+        equal(await cl.deleteRange("dr/", "dr0", once), 1);
+        equal(await cl.getString("dr/new"), "after");
+        // --all: every key; the cluster keeps working.
+        const before = (await cl.range("", "", { limit: 10_000 })).pairs.length;
+        r = await kv(eps, "del", "--all");
+        equal(r.code, 0, r.err);
+        equal(r.out, `${before}\n`);
+        equal((await cl.range("", "", { limit: 10 })).pairs.length, 0);
+        await cl.put("after-all", "ok");
+        equal(await cl.getString("after-all"), "ok");
       },
     );
 
