@@ -49,7 +49,8 @@ Commands:
   del KEY                       delete KEY (prints 1 if it existed, else 0)
   del START END                 delete every key in START <= KEY < END ("" = no end), at once
   del --prefix PREFIX           delete every key starting with PREFIX, at once
-  del --all                     delete every key, at once (these three print how many)
+  del --all                     delete every key, at once (these three print how many; a
+                                range of over 100,000 keys is refused: delete it in parts)
   scan PREFIX [--limit N]       print KEY<TAB>VALUE lines for keys starting with PREFIX
   range START END [--limit N]   print KEY<TAB>VALUE lines for START <= KEY < END ("" = no end)
   cas KEY EXPECTED NEW          set KEY to NEW only if its value is EXPECTED (exit 1 if not)

@@ -22,7 +22,7 @@
  *   kind 1 ok        (put, barrier)
  *   kind 2 delete    existed:u8
  *   kind 3 cas       success:u8 found:u8 current:bytes
- *   kind 4 deleteRange  deleted:v
+ *   kind 4 deleteRange  flags:u8 (bit0: over the limit, nothing deleted) deleted:v
  * ```
  *
  * A node from before op 5 cannot decode a batch that holds one (it stops, asking to be upgraded).
@@ -148,7 +148,8 @@ export type CommandResult =
   | { kind: "ok" }
   | { kind: "delete"; existed: boolean }
   | { kind: "cas"; success: boolean; found: boolean; current: Uint8Array }
-  | { kind: "deleteRange"; deleted: number };
+  /** `overLimit`: the range held more keys than one command may delete; none was deleted. */
+  | { kind: "deleteRange"; deleted: number; overLimit: boolean };
 
 /** A malformed command buffer. */
 export class CommandCodecError extends Error {
@@ -474,9 +475,10 @@ export function encodeResult(res: CommandResult): Uint8Array {
       return w.buf;
     }
     case "deleteRange": {
-      const w = new _Writer(2 + _varintSize(res.deleted));
+      const w = new _Writer(3 + _varintSize(res.deleted));
       w.u8(COMMAND_VERSION);
       w.u8(4);
+      w.u8(res.overLimit ? 1 : 0);
       w.varint(res.deleted);
       return w.buf;
     }
@@ -501,8 +503,10 @@ export function decodeResult(data: Uint8Array): CommandResult {
       const found = r.u8() === 1;
       return { kind: "cas", success, found, current: r.bytes().slice() };
     }
-    case 4:
-      return { kind: "deleteRange", deleted: r.varint() };
+    case 4: {
+      const overLimit = (r.u8() & 1) !== 0;
+      return { kind: "deleteRange", deleted: r.varint(), overLimit };
+    }
     default:
       throw new CommandCodecError(`result: unknown kind ${kind}`);
   }

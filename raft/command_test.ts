@@ -134,8 +134,9 @@ Deno.test("command results round-trip", () => {
       { kind: "delete" as const, existed: true },
       { kind: "delete" as const, existed: false },
       { kind: "cas" as const, success: false, found: true, current: enc.encode("cur") },
-      { kind: "deleteRange" as const, deleted: 0 },
-      { kind: "deleteRange" as const, deleted: 1_000_000 },
+      { kind: "deleteRange" as const, deleted: 0, overLimit: false },
+      { kind: "deleteRange" as const, deleted: 1_000_000, overLimit: false },
+      { kind: "deleteRange" as const, deleted: 0, overLimit: true },
     ]
   ) {
     assert.deepEqual(decodeResult(encodeResult(r)), r);

@@ -13,7 +13,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { type ClientId, clientIdOf, type CommandResult } from "../raft/command.ts";
 import { type CommandInput, DriverError, type RaftDriver } from "./raft_driver.ts";
-import { type StateMachine, userPairs } from "./state_machine.ts";
+import { DELETE_RANGE_LIMIT, type StateMachine, userPairs } from "./state_machine.ts";
 import { type EngineView, snapshotChunks } from "./snapshot.ts";
 import { crc32 } from "node:zlib";
 import { compareBytes, prefixEnd } from "../storage/coding.ts";
@@ -487,6 +487,13 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
           clientId: _clientId(req.client_id, req.seq),
           seq: _seq(req.seq),
         }, call);
+        if (result.kind === "deleteRange" && result.overLimit) {
+          throw new RpcError(
+            grpc.status.RESOURCE_EXHAUSTED,
+            `the range holds more than ${DELETE_RANGE_LIMIT} keys, the most one DeleteRange ` +
+              `deletes; nothing was deleted (delete it in smaller ranges)`,
+          );
+        }
         return { deleted: result.kind === "deleteRange" ? result.deleted : 0, index };
       },
     ),

@@ -75,6 +75,8 @@ export interface EngineScan {
   start?: Uint8Array;
   end?: Uint8Array;
   limit?: number;
+  /** Keys only (values given as empty). */
+  keysOnly?: boolean;
 }
 
 /** What the state machine needs of `KVEngine` (storage/mod.ts); a test may pass a fake. */
@@ -122,6 +124,12 @@ const DEDUP_PREFIX = _meta("d");
 export const DEDUP_WINDOW = 1_000_000;
 /** Entries between two sweeps of expired exactly-once records. */
 export const DEDUP_SWEEP_EVERY = 4096;
+/**
+ * The most keys one DeleteRange deletes. A range that holds more is refused whole (nothing is
+ * deleted), so that one request cannot make every replica build an unbounded write in memory.
+ * Part of the replicated state machine: every replica must use the same value.
+ */
+export const DELETE_RANGE_LIMIT = 100_000;
 
 /** An exactly-once record: a client's last applied write and the log index that applied it. */
 interface _Dedup {
@@ -281,6 +289,7 @@ export class StateMachine {
   readonly #dedup = new Map<ClientId, _Dedup>();
   readonly #dedupWindow: number;
   readonly #dedupSweepEvery: number;
+  readonly #deleteRangeLimit: number;
   readonly #onError: (msg: string) => void;
 
   private constructor(
@@ -288,27 +297,36 @@ export class StateMachine {
     onError: (msg: string) => void,
     window: number,
     every: number,
+    deleteRangeLimit: number,
   ) {
     this.#engine = engine;
     this.#onError = onError;
     this.#dedupWindow = window;
     this.#dedupSweepEvery = every;
+    this.#deleteRangeLimit = deleteRangeLimit;
   }
 
   /**
-   * Loads the applied index, members and exactly-once table from `engine`. `dedupWindow` and
-   * `dedupSweepEvery` (default {@linkcode DEDUP_WINDOW}, {@linkcode DEDUP_SWEEP_EVERY}) are for
-   * tests: replicas that differ in them diverge.
+   * Loads the applied index, members and exactly-once table from `engine`. `dedupWindow`,
+   * `dedupSweepEvery` and `deleteRangeLimit` (default {@linkcode DEDUP_WINDOW},
+   * {@linkcode DEDUP_SWEEP_EVERY}, {@linkcode DELETE_RANGE_LIMIT}) are for tests: replicas that
+   * differ in them diverge.
    */
   static open(
     engine: SmEngine,
-    opts: { log?: (msg: string) => void; dedupWindow?: number; dedupSweepEvery?: number } = {},
+    opts: {
+      log?: (msg: string) => void;
+      dedupWindow?: number;
+      dedupSweepEvery?: number;
+      deleteRangeLimit?: number;
+    } = {},
   ): StateMachine {
     const sm = new StateMachine(
       engine,
       opts.log ?? ((m) => console.error(m)),
       opts.dedupWindow ?? DEDUP_WINDOW,
       opts.dedupSweepEvery ?? DEDUP_SWEEP_EVERY,
+      opts.deleteRangeLimit ?? DELETE_RANGE_LIMIT,
     );
     sm.#load();
     return sm;
@@ -596,12 +614,15 @@ export class StateMachine {
       case "barrier":
         return _OK;
       case "deleteRange": {
+        const limit = this.#deleteRangeLimit;
         const keys = batch.liveKeysIn(
           userKey(cmd.start),
           cmd.end.length > 0 ? userKey(cmd.end) : undefined,
+          limit,
         );
+        if (keys === undefined) return { kind: "deleteRange", deleted: 0, overLimit: true };
         for (const k of keys) batch.del(k);
-        return { kind: "deleteRange", deleted: keys.length };
+        return { kind: "deleteRange", deleted: keys.length, overLimit: false };
       }
     }
   }
@@ -638,13 +659,18 @@ class _Batch {
   /**
    * The user keys in [start, end) (engine keys; no `end`: to the last user key) that are live
    * after this batch's writes so far, in the engine's key order and then this batch's: the same
-   * on every replica, which applies the same entries to the same state.
+   * on every replica, which applies the same entries to the same state. `undefined` when the
+   * engine or the result holds more than `limit` of them (only `limit + 1` keys are read).
    */
-  liveKeysIn(start: Uint8Array, end: Uint8Array | undefined): Uint8Array[] {
+  liveKeysIn(
+    start: Uint8Array,
+    end: Uint8Array | undefined,
+    limit: number,
+  ): Uint8Array[] | undefined {
     const live = new Map<string, Uint8Array>();
-    for (const kv of this.#engine.scanSync({ prefix: _USER_PREFIX, start, end })) {
-      live.set(_keyStr(kv.key), kv.key);
-    }
+    const scan = { prefix: _USER_PREFIX, start, end, limit: limit + 1, keysOnly: true };
+    for (const kv of this.#engine.scanSync(scan)) live.set(_keyStr(kv.key), kv.key);
+    if (live.size > limit) return undefined;
     for (const op of this.ops) {
       const k = op.key;
       if (k[0] !== USER || compareBytes(k, start) < 0) continue;
@@ -652,7 +678,7 @@ class _Batch {
       if (op.type === "put") live.set(_keyStr(k), k);
       else live.delete(_keyStr(k));
     }
-    return [...live.values()];
+    return live.size > limit ? undefined : [...live.values()];
   }
 
   read(key: Uint8Array): Uint8Array | undefined {
@@ -674,7 +700,7 @@ const _USER_PREFIX = new Uint8Array([USER]);
 
 function _okFor(cmd: Command): CommandResult {
   if (cmd.op === "delete") return { kind: "delete", existed: false };
-  if (cmd.op === "deleteRange") return { kind: "deleteRange", deleted: 0 };
+  if (cmd.op === "deleteRange") return { kind: "deleteRange", deleted: 0, overLimit: false };
   if (cmd.op === "cas") {
     return { kind: "cas", success: true, found: true, current: new Uint8Array(0) };
   }

@@ -122,20 +122,24 @@ Deno.test("state machine deletes a range atomically: only user keys in it, this 
       put("b/5"), // after the range: kept
     ]),
   ], mine);
-  assert.deepEqual(results[2]!.result, { kind: "deleteRange", deleted: 3 });
+  assert.deepEqual(results[2]!.result, { kind: "deleteRange", deleted: 3, overLimit: false });
   const keys = () => sm.scan({}).pairs.map((p) => dec.decode(p.key));
   assert.deepEqual(keys(), ["a", "b/5", "c", "d"]);
   // Open-ended: from "c" to the end of the user keys; the state machine's own records (applied
   // index, members, exactly-once table) are not user keys and stay.
   const r = await sm.apply([entry(3, [range("c", "", { clientId: 5, seq: 1 })])], mine);
-  assert.deepEqual(r.results[0]!.result, { kind: "deleteRange", deleted: 2 });
+  assert.deepEqual(r.results[0]!.result, { kind: "deleteRange", deleted: 2, overLimit: false });
   assert.deepEqual(keys(), ["a", "b/5"]);
   // Everything (an empty start): then a retry of seq 1 is answered as first, deleting nothing more.
   await sm.apply([entry(4, [put("c"), range("", "")])], mine);
   assert.deepEqual(keys(), []);
   await sm.apply([entry(5, [put("z")])], mine);
   const retry = await sm.apply([entry(6, [range("c", "", { clientId: 5, seq: 1 })])], mine);
-  assert.deepEqual(retry.results[0]!.result, { kind: "deleteRange", deleted: 2 });
+  assert.deepEqual(retry.results[0]!.result, {
+    kind: "deleteRange",
+    deleted: 2,
+    overLimit: false,
+  });
   assert.deepEqual(keys(), ["z"]);
   assert.equal(sm.applied, 6);
   assert.equal(sm.dedupSize, 1);
@@ -146,6 +150,33 @@ Deno.test("state machine deletes a range atomically: only user keys in it, this 
   assert.equal(again.sm.applied, 6);
   assert.equal(again.sm.dedupSize, 1);
   await again.engine.close();
+});
+
+Deno.test("state machine refuses a range over its key limit whole, counting this batch's writes", async () => {
+  const engine = await KVEngine.open("/sm", { fs: new MemFs(), sync: "none" });
+  const sm = StateMachine.open(engine, { deleteRangeLimit: 3 });
+  const put = (k: string) => cmd({ op: "put", key: enc.encode(k), value: enc.encode(k) });
+  const range = (start: string, end: string) =>
+    cmd({ op: "deleteRange", start: enc.encode(start), end: enc.encode(end) });
+  const over = { kind: "deleteRange", deleted: 0, overLimit: true };
+  await sm.apply([entry(1, ["a", "b", "c", "d"].map(put))], mine);
+  const { results } = await sm.apply([
+    entry(2, [
+      range("a", ""), // 4 keys: refused, nothing deleted
+      range("a", "d"), // 3 keys: deleted
+      put("x"),
+      put("y"),
+      put("z"),
+      put("zz"),
+      range("x", ""), // 4 keys, all written in this batch: refused
+    ]),
+  ], mine);
+  const r = results.map((x) => x.result);
+  assert.deepEqual(r[0], over);
+  assert.deepEqual(r[1], { kind: "deleteRange", deleted: 3, overLimit: false });
+  assert.deepEqual(r[6], over);
+  assert.deepEqual(sm.scan({}).pairs.map((p) => dec.decode(p.key)), ["d", "x", "y", "z", "zz"]);
+  await engine.close();
 });
 
 Deno.test("state machine applies a retried (client id, seq) once and answers the first result", async () => {

@@ -168,6 +168,8 @@ export interface ScanOptions {
   end?: Uint8Array;
   /** At most this many pairs. */
   limit?: number;
+  /** Keys only: every value is given as empty (and not copied). */
+  keysOnly?: boolean;
 }
 
 /** A key and its value. */
@@ -2152,8 +2154,10 @@ function _sequentialLevel(ts: _LiveTable[]): InternalIterator {
 }
 
 /** Applies snapshot visibility, tombstones, bounds and limit over an internal iterator. */
+const _NO_VALUE = new Uint8Array(0);
+
 function* _userScan(it: InternalIterator, seq: number, options: ScanOptions): Generator<KeyValue> {
-  const { prefix, limit } = options;
+  const { prefix, limit, keysOnly } = options;
   let start = options.start;
   let end = options.end;
   if (prefix !== undefined && prefix.length > 0) {
@@ -2173,7 +2177,7 @@ function* _userScan(it: InternalIterator, seq: number, options: ScanOptions): Ge
       last = k;
       if (it.kind === KIND_PUT) {
         if (prefix === undefined || hasPrefix(k, prefix)) {
-          yield { key: k.slice(), value: copyOut(it.value) };
+          yield { key: k.slice(), value: keysOnly ? _NO_VALUE : copyOut(it.value) };
           if (limit !== undefined && ++n >= limit) return;
         }
       }

@@ -130,6 +130,10 @@ Deno.test("engine scans by prefix, range and limit, in key order", async () => {
     "k298=298",
   ]);
   assert.deepEqual(await strings(db.scan({ limit: 1 })), ["j=before"]);
+  // Keys only: the same keys, every value empty.
+  const keys = db.scanSync({ start: b("k148"), end: b("k152"), keysOnly: true });
+  assert.deepEqual(keys.map((kv) => s(kv.key)), ["k148", "k149", "k151"]);
+  assert.ok(keys.every((kv) => kv.value.length === 0));
   assert.ok(db.stats().levels.some((l) => l.tables > 0), "data reached tables");
   await db.close();
 });
