@@ -161,8 +161,17 @@ async function _execute(op: Op, opts: WorkloadOptions, timeoutMs: number): Promi
       req = { key, value: enc.encode(op.value!), client_id: clientId, seq: op.id + 1 };
       break;
     case "delete":
-      method = "Delete";
-      req = { key, client_id: clientId, seq: op.id + 1 };
+      // Every other delete goes as a DeleteRange over exactly this key, [key, key + 0x00): the
+      // same operation for the checker, through the range path (its apply and exactly-once).
+      if (op.id % 2 === 0) {
+        method = "Delete";
+        req = { key, client_id: clientId, seq: op.id + 1 };
+      } else {
+        method = "DeleteRange";
+        const end = new Uint8Array(key.length + 1);
+        end.set(key);
+        req = { start: key, end, client_id: clientId, seq: op.id + 1 };
+      }
       break;
     case "cas":
       method = "CompareAndSwap";

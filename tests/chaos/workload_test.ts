@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { kvstorePackage } from "../../server/proto.ts";
+import { compareBytes } from "../../storage/coding.ts";
 import { checkHistory } from "../linearizability/checker.ts";
 import type { History } from "../linearizability/history.ts";
 import { classifyWriteError, RawClient } from "./raw_client.ts";
@@ -8,6 +9,7 @@ import { Rng } from "./rng.ts";
 import { finalReads, LeaderGuess, runWorkload } from "./workload.ts";
 
 const dec = new TextDecoder();
+const enc = new TextEncoder();
 
 /**
  * An in-process single-node KVStore. `staleMs > 0` makes Get answer from a copy of the map that
@@ -35,6 +37,16 @@ async function fakeServer(staleMs = 0): Promise<{ address: string; stop: () => P
     Delete: (call: Call, cb: Cb) => {
       const existed = data.delete(k(call.request.key));
       cb(null, { success: true, existed });
+    },
+    DeleteRange: (call: Call, cb: Cb) => {
+      // The workload's ranges are [key, key + 0x00): the key itself.
+      const { start, end } = call.request;
+      let deleted = 0;
+      for (const key of [...data.keys()]) {
+        const b = enc.encode(key);
+        if (compareBytes(b, start) >= 0 && compareBytes(b, end) < 0 && data.delete(key)) deleted++;
+      }
+      cb(null, { deleted, index: 0 });
     },
     CompareAndSwap: (call: Call, cb: Cb) => {
       const r = call.request;
