@@ -90,6 +90,21 @@ export interface KvIO {
 
 class _Usage extends Error {}
 
+/** The boolean flags that only some commands take. */
+const _FLAG_COMMANDS: [
+  "json" | "prefix" | "all" | "merge" | "replace" | "learner" | "absent" | "serializable",
+  string[],
+][] = [
+  ["json", ["status", "member"]],
+  ["prefix", ["del", "delete"]],
+  ["all", ["del", "delete"]],
+  ["merge", ["restore"]],
+  ["replace", ["restore"]],
+  ["learner", ["member"]],
+  ["absent", ["cas"]],
+  ["serializable", ["get", "scan", "range"]],
+];
+
 const _stdio: KvIO = {
   out: (t) => _writeAll(Deno.stdout, t),
   err: (t) => _writeAll(Deno.stderr, t),
@@ -315,6 +330,12 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
     }
     const [cmd, ...pos] = positionals;
     if (cmd === undefined) throw new _Usage("no command given (try --help)");
+    // A flag given to a command that does not take it is a mistake, not something to ignore.
+    for (const [flag, commands] of _FLAG_COMMANDS) {
+      if (values[flag] === true && !commands.includes(cmd)) {
+        throw new _Usage(`--${flag} is for ${commands.filter((c) => c !== "delete").join(", ")}`);
+      }
+    }
     const given = values["timeout-ms"];
     const timeoutMs = given === undefined ? 5000 : _id(given, "--timeout-ms");
     const limit = values.limit === undefined ? 0 : _id(values.limit, "--limit");

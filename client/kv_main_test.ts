@@ -43,6 +43,15 @@ Deno.test("kv rejects bad command lines with one line and exit 2", async () => {
     [["member", "promote"], /usage: member promote ID/],
     [["member", "dance"], /unknown member command "dance"/],
     [["defrag", "now"], /usage: defrag/],
+    [["get", "k", "--json"], /--json is for status, member/],
+    [["scan", "p", "--prefix"], /--prefix is for del/],
+    [["put", "k", "v", "--all"], /--all is for del/],
+    [["backup", "--replace"], /--replace is for restore/],
+    [["del", "k", "--serializable"], /--serializable is for get, scan, range/],
+    [["del", "--prefix", ""], /--prefix is empty \(to delete every key: --all\)/],
+    [["del", "", "z"], /START is empty/],
+    [["del", "--all", "k"], /usage: del KEY \| del START END/],
+    [["restore", "--merge", "--replace"], /--replace or --merge, not both/],
   ];
   for (const [args, want] of cases) {
     const io = capture();
