@@ -36,6 +36,7 @@ import {
   type StatusInfo,
 } from "./client.ts";
 import { crc32 } from "node:zlib";
+import { keyString } from "../storage/coding.ts";
 
 /** The default endpoints: the default local cluster. */
 export const DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053";
@@ -694,12 +695,12 @@ async function _restore(kv: KVClient, io: KvIO, mode: RestoreMode): Promise<numb
       }
       pairs += Math.min(32, records.length - i);
     }
-    if (keys !== undefined) { for (const p of records) keys.add(binaryKey(p.key)); }
+    if (keys !== undefined) { for (const p of records) keys.add(keyString(p.key)); }
   }
 }
 
 /**
- * Deletes every key of the cluster that is not in `keep` (keys as {@linkcode binaryKey} strings),
+ * Deletes every key of the cluster that is not in `keep` (keys as {@linkcode keyString} strings),
  * reading the key space `pageSize` keys at a time; returns how many it deleted.
  */
 export async function deleteKeysNotIn(
@@ -711,7 +712,7 @@ export async function deleteKeysNotIn(
   let start = new Uint8Array(0);
   for (;;) {
     const page = await kv.range(start, "", { limit: pageSize });
-    const others = page.pairs.filter((p) => !keep.has(binaryKey(p.key)));
+    const others = page.pairs.filter((p) => !keep.has(keyString(p.key)));
     for (let i = 0; i < others.length; i += 32) {
       const existed = await Promise.all(others.slice(i, i + 32).map((p) => kv.delete(p.key)));
       deleted += existed.filter((e) => e).length;
@@ -722,15 +723,6 @@ export async function deleteKeysNotIn(
     start = new Uint8Array(last.length + 1);
     start.set(last);
   }
-}
-
-/** The bytes as a string of char codes 0–255: a Set key to which byte strings map one to one. */
-export function binaryKey(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i += 8192) {
-    s += String.fromCharCode(...b.subarray(i, i + 8192));
-  }
-  return s;
 }
 
 if (import.meta.main) {

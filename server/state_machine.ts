@@ -52,7 +52,7 @@ import {
   encodeResult,
 } from "../raft/command.ts";
 import type { Command } from "../raft/command.ts";
-import { compareBytes } from "../storage/coding.ts";
+import { compareBytes, keyString } from "../storage/coding.ts";
 import { decodeConfChange } from "../raft/codec.ts";
 import { type ConfChange, type Entry, EntryType } from "../raft/types.ts";
 
@@ -245,16 +245,6 @@ export function decodeMembers(b: Uint8Array): MemberRecord[] {
     out.push({ id, address, learner });
   }
   return out;
-}
-
-/** A key as a string (one char per byte), for a Map. */
-function _keyStr(b: Uint8Array): string {
-  if (b.length <= 4096) return String.fromCharCode.apply(null, b as unknown as number[]);
-  let s = "";
-  for (let i = 0; i < b.length; i += 4096) {
-    s += String.fromCharCode.apply(null, b.subarray(i, i + 4096) as unknown as number[]);
-  }
-  return s;
 }
 
 function _eq(a: Uint8Array, b: Uint8Array): boolean {
@@ -648,12 +638,12 @@ class _Batch {
 
   put(key: Uint8Array, value: Uint8Array): void {
     this.ops.push({ type: "put", key, value });
-    this.#overlay?.set(_keyStr(key), value);
+    this.#overlay?.set(keyString(key), value);
   }
 
   del(key: Uint8Array): void {
     this.ops.push({ type: "delete", key });
-    this.#overlay?.set(_keyStr(key), null);
+    this.#overlay?.set(keyString(key), null);
   }
 
   /**
@@ -669,14 +659,14 @@ class _Batch {
   ): Uint8Array[] | undefined {
     const live = new Map<string, Uint8Array>();
     const scan = { prefix: _USER_PREFIX, start, end, limit: limit + 1, keysOnly: true };
-    for (const kv of this.#engine.scanSync(scan)) live.set(_keyStr(kv.key), kv.key);
+    for (const kv of this.#engine.scanSync(scan)) live.set(keyString(kv.key), kv.key);
     if (live.size > limit) return undefined;
     for (const op of this.ops) {
       const k = op.key;
       if (k[0] !== USER || compareBytes(k, start) < 0) continue;
       if (end !== undefined && compareBytes(k, end) >= 0) continue;
-      if (op.type === "put") live.set(_keyStr(k), k);
-      else live.delete(_keyStr(k));
+      if (op.type === "put") live.set(keyString(k), k);
+      else live.delete(keyString(k));
     }
     return live.size > limit ? undefined : [...live.values()];
   }
@@ -686,10 +676,10 @@ class _Batch {
     if (overlay === undefined) {
       overlay = this.#overlay = new Map();
       for (const op of this.ops) {
-        overlay.set(_keyStr(op.key), op.type === "put" ? op.value ?? null : null);
+        overlay.set(keyString(op.key), op.type === "put" ? op.value ?? null : null);
       }
     }
-    const o = overlay.get(_keyStr(key));
+    const o = overlay.get(keyString(key));
     if (o !== undefined) return o === null ? undefined : o;
     return this.#engine.getSync(key);
   }

@@ -11,7 +11,8 @@ import {
   waitFor,
 } from "./harness.ts";
 import { bytesToString, KVError } from "../client/client.ts";
-import { binaryKey, deleteKeysNotIn, type StatusReport } from "../client/kv_main.ts";
+import { deleteKeysNotIn, type StatusReport } from "../client/kv_main.ts";
+import { keyString } from "../storage/coding.ts";
 
 Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", async (t) => {
   const c = await TestCluster.start({ nodes: 3 });
@@ -169,7 +170,7 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
         // The deletion pass reads the key space page by page: keys between and after pages go.
         for (let i = 0; i < 300; i += 13) await kv.put(`bk/${String(i).padStart(3, "0")}x`, "x");
         const keep = new Set(
-          (await kv.range("", "", { limit: 1000 })).pairs.map((p) => binaryKey(p.key))
+          (await kv.range("", "", { limit: 1000 })).pairs.map((p) => keyString(p.key))
             .filter((k) => !k.endsWith("x")),
         );
         equal(await deleteKeysNotIn(kv, keep, 4), 24);
