@@ -38,11 +38,16 @@ Installs Debian's etcd-server with apt-get if etcd is missing.
 
 By default (not --quick) both systems are started first and each step runs on both in four
 parts, A B B A A B B A, whose latencies are pooled (--rounds 2): drift of the machine lands on
-both alike, and neither gains from going first or last. A full run takes about 14 minutes.
+both alike, and neither gains from going first or last. Steps at one client run 30 s a system
+rather than 10: at ~550 operations a second, 10 s leaves a p99 resting on ~55 samples, which
+moves by a fifth from run to run. A full run takes about 17 minutes.
 
 Options:
   --quick              short runs, base case only, each system in turn (under ~2 minutes)
   --duration S         measured seconds per step and system (default 10, quick 2)
+  --one-client-duration S
+                       the same for steps at one client (default 30, quick 2; with
+                       --duration given, that value)
   --warmup S           warm-up seconds per run (default 1, quick 0.5)
   --settle S           before each run, wait up to S seconds for the machine to go quiet
                        (under 0.25 cores busy; default 10, quick 2, 0 = don't wait)
@@ -79,6 +84,8 @@ Options:
 export interface ClusterBenchOptions {
   quick: boolean;
   durationS: number;
+  /** Measured seconds per step and system at concurrency 1 (more, for a steadier tail). */
+  oneClientDurationS: number;
   warmupS: number;
   /** Before each measured run, wait up to this long for the machine to go quiet (0: don't). */
   settleS: number;
@@ -125,6 +132,7 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
     options: {
       quick: { type: "boolean", default: false },
       duration: { type: "string" },
+      "one-client-duration": { type: "string" },
       warmup: { type: "string" },
       settle: { type: "string" },
       ops: { type: "string" },
@@ -178,9 +186,16 @@ export function parseClusterBenchArgs(args: string[]): ClusterBenchOptions | "he
   const rounds = positive(values.rounds ?? (pooled ? "2" : "1"), "--rounds", true);
   if (rounds < 1) throw new UsageError("--rounds must be ≥ 1");
   const mirror = !sequential && (values.mirror! || rounds > 1);
+  const durationS = positive(values.duration ?? (quick ? "2" : "10"), "--duration");
+  const oneClient = values["one-client-duration"];
   return {
     quick,
-    durationS: positive(values.duration ?? (quick ? "2" : "10"), "--duration"),
+    durationS,
+    oneClientDurationS: oneClient !== undefined
+      ? positive(oneClient, "--one-client-duration")
+      : quick || values.duration !== undefined
+      ? durationS
+      : 30,
     warmupS: positive(values.warmup ?? (quick ? "0.5" : "1"), "--warmup"),
     settleS: positive(values.settle ?? (quick ? "2" : "10"), "--settle"),
     ops: values.ops === undefined ? undefined : Math.max(1, positive(values.ops, "--ops", true)),
@@ -409,7 +424,8 @@ async function measureStep(
   const spec: LoadSpec = {
     ...step.spec,
     warmupMs: step.measured ? opts.warmupS * 1000 : 0,
-    durationMs: opts.durationS * 1000 * fraction,
+    durationMs: (step.spec.concurrency === 1 ? opts.oneClientDurationS : opts.durationS) * 1000 *
+      fraction,
     ops: step.measured && opts.ops !== undefined
       ? Math.max(1, Math.ceil(opts.ops * fraction))
       : undefined,
@@ -732,7 +748,13 @@ export async function main(args: string[]): Promise<number> {
   const header = `Cluster benchmark ${report.startedAt} — 3 nodes each on loopback, ` +
     `${report.machine.cpus} CPUs, Deno ${report.machine.deno}` +
     (report.machine.etcd ? `, etcd ${report.machine.etcd}` : "") +
-    `; ${opts.ops === undefined ? `${opts.durationS} s` : `${opts.ops} ops`} per run after ` +
+    `; ${
+      opts.ops !== undefined
+        ? `${opts.ops} ops`
+        : opts.oneClientDurationS !== opts.durationS && opts.concurrency.includes(1)
+        ? `${opts.durationS} s (${opts.oneClientDurationS} s at one client)`
+        : `${opts.durationS} s`
+    } per run after ` +
     `${opts.warmupS} s warm-up` +
     (opts.settleS > 0 ? `, each on a quiet machine (waited up to ${opts.settleS} s)` : "") +
     `${opts.interleave ? ", systems interleaved" : ""}` +

@@ -17,6 +17,7 @@ Deno.test("cluster bench defaults: both systems, four concurrencies, variants on
   deepEqual(o.systems, ["concordkv", "etcd"]);
   deepEqual(o.concurrency, [1, 16, 64, 256]);
   equal(o.durationS, 10);
+  equal(o.oneClientDurationS, 30);
   equal(o.settleS, 10);
   equal(o.variants, true);
   equal(o.target, "leader");
@@ -42,6 +43,20 @@ Deno.test("an order given on the command line replaces the pooled default", () =
   deepEqual(order("--quick", "--rounds", "2"), [true, true, 2]);
   throws(() => order("--sequential", "--mirror"), /--sequential does not go with/);
   throws(() => order("--sequential", "--rounds", "2"), /--sequential does not go with/);
+});
+
+Deno.test("one-client steps run longer by default, as long as --duration when it is given", () => {
+  const oneClient = (...args: string[]) => {
+    const o = parseClusterBenchArgs(args);
+    if (o === "help") throw new Error("help");
+    return [o.durationS, o.oneClientDurationS];
+  };
+  deepEqual(oneClient(), [10, 30]);
+  deepEqual(oneClient("--duration", "240"), [240, 240]);
+  deepEqual(oneClient("--quick"), [2, 2]);
+  deepEqual(oneClient("--one-client-duration", "12"), [10, 12]);
+  deepEqual(oneClient("--duration", "5", "--one-client-duration", "1.5"), [5, 1.5]);
+  throws(() => oneClient("--one-client-duration", "x"), /--one-client-duration must be/);
 });
 
 Deno.test("--interleave and --ops are parsed", () => {
@@ -260,4 +275,42 @@ Deno.test("a mirrored interleaved run measures each system in two halves and mer
     ok(r.seconds >= 0.55 && r.seconds < 0.9, `${r.system}: ${r.seconds} s measured`);
     equal(Math.round(r.throughput), Math.round(r.ops / r.seconds));
   }
+});
+
+Deno.test("a one-client step runs for --one-client-duration, the others for --duration", async () => {
+  const o = parseClusterBenchArgs([
+    "--interleave",
+    "--systems",
+    "stub",
+    "--workloads",
+    "put",
+    "--concurrency",
+    "1,2",
+    "--no-variants",
+    "--duration",
+    "0.3",
+    "--one-client-duration",
+    "0.9",
+    "--warmup",
+    "0.1",
+    "--settle",
+    "0",
+    "--channels",
+    "1",
+  ]);
+  if (o === "help") throw new Error("help");
+  const rows: BenchRow[] = [];
+  const failures: string[] = [];
+  await benchInterleaved(
+    o.systems,
+    o,
+    (row) => rows.push(row),
+    (label, e) => failures.push(`${label}: ${e}`),
+    new Set(),
+  );
+  deepEqual(failures, []);
+  deepEqual(rows.map((r) => r.concurrency), [1, 2]);
+  const [one, two] = rows;
+  ok(one!.seconds >= 0.85 && one!.seconds < 1.3, `one client: ${one!.seconds} s measured`);
+  ok(two!.seconds >= 0.25 && two!.seconds < 0.6, `two clients: ${two!.seconds} s measured`);
 });
