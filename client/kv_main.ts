@@ -8,6 +8,7 @@
  *   del KEY                  delete KEY                                 prints 1 (deleted) or 0
  *   del START END | del --prefix PREFIX | del --all
  *                            delete a range atomically                  prints how many
+ *       [--batch N]          (--batch: in successive atomic parts of at most N keys)
  *   scan PREFIX [--limit N]  print KEY<TAB>VALUE for each key with PREFIX, in key order
  *   range START END [--limit N]  same for START <= key < END ("" END: unbounded)
  *   cas KEY EXPECTED NEW     set KEY to NEW if its value is EXPECTED; exit 1 if it is not
@@ -34,9 +35,10 @@ import {
   KVError,
   type MemberInfo,
   type StatusInfo,
+  toBytes,
 } from "./client.ts";
 import { crc32 } from "node:zlib";
-import { keyString } from "../storage/coding.ts";
+import { keyString, prefixEnd } from "../storage/coding.ts";
 
 /** The default endpoints: the default local cluster. */
 export const DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053";
@@ -51,7 +53,9 @@ Commands:
   del START END                 delete every key in START <= KEY < END ("" = no end), at once
   del --prefix PREFIX           delete every key starting with PREFIX, at once
   del --all                     delete every key, at once (these three print how many; a
-                                range of over 100,000 keys is refused: delete it in parts)
+                                range of over 100,000 keys is refused: use --batch)
+  del ... --batch N             the same range in successive atomic parts of at most N keys
+                                (any size of range; not atomic as a whole)
   scan PREFIX [--limit N]       print KEY<TAB>VALUE lines for keys starting with PREFIX
   range START END [--limit N]   print KEY<TAB>VALUE lines for START <= KEY < END ("" = no end)
   cas KEY EXPECTED NEW          set KEY to NEW only if its value is EXPECTED (exit 1 if not)
@@ -314,6 +318,7 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         endpoints: { type: "string", default: DEFAULT_ENDPOINTS },
         "timeout-ms": { type: "string" },
         limit: { type: "string" },
+        batch: { type: "string" },
         learner: { type: "boolean", default: false },
         absent: { type: "boolean", default: false },
         serializable: { type: "boolean", default: false },
@@ -337,6 +342,9 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         throw new _Usage(`--${flag} is for ${commands.filter((c) => c !== "delete").join(", ")}`);
       }
     }
+    if (values.batch !== undefined && cmd !== "del" && cmd !== "delete") {
+      throw new _Usage("--batch is for del");
+    }
     const given = values["timeout-ms"];
     const timeoutMs = given === undefined ? 5000 : _id(given, "--timeout-ms");
     const limit = values.limit === undefined ? 0 : _id(values.limit, "--limit");
@@ -358,20 +366,50 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
       }
       case "del":
       case "delete": {
-        const usage = "del KEY | del START END | del --prefix PREFIX | del --all";
+        const usage = "del KEY | del START END | del --prefix PREFIX | del --all [--batch N]";
+        let range: { start: Uint8Array; end: Uint8Array } | undefined;
         if (values.all) {
           _arity(pos, 0, usage);
-          io.out(`${await kv.deleteAll()}\n`);
+          range = { start: new Uint8Array(0), end: new Uint8Array(0) };
         } else if (values.prefix) {
           _arity(pos, 1, usage);
           if (pos[0] === "") throw new _Usage("--prefix is empty (to delete every key: --all)");
-          io.out(`${await kv.deletePrefix(pos[0]!)}\n`);
+          const start = toBytes(pos[0]!);
+          range = { start, end: prefixEnd(start) ?? new Uint8Array(0) };
         } else if (pos.length === 2) {
           if (pos[0] === "") throw new _Usage("START is empty (to delete every key: --all)");
-          io.out(`${await kv.deleteRange(pos[0]!, pos[1]!)}\n`);
+          range = { start: toBytes(pos[0]!), end: toBytes(pos[1]!) };
         } else {
           _arity(pos, 1, usage);
+          if (values.batch !== undefined) throw new _Usage("--batch is for deleting a range");
           io.out((await kv.delete(pos[0]!)) ? "1\n" : "0\n");
+          return 0;
+        }
+        if (values.batch !== undefined) {
+          const batch = _id(values.batch, "--batch");
+          const done = { deleted: 0 };
+          try {
+            await deleteInBatches(kv, range.start, range.end, batch, done);
+          } catch (e) {
+            if (!(e instanceof KVError)) throw e;
+            io.err(`kv: ${e.kind}: ${e.message} (stopped after deleting ${done.deleted} keys)\n`);
+            return 3;
+          }
+          io.out(`${done.deleted}\n`);
+        } else {
+          let deleted: number;
+          try {
+            deleted = values.all
+              ? await kv.deleteAll()
+              : values.prefix
+              ? await kv.deletePrefix(range.start)
+              : await kv.deleteRange(range.start, range.end);
+          } catch (e) {
+            if (!(e instanceof KVError) || e.kind !== "resource_exhausted") throw e;
+            io.err(`kv: ${e.kind}: ${e.message}; --batch N deletes it in parts of N keys\n`);
+            return 3;
+          }
+          io.out(`${deleted}\n`);
         }
         return 0;
       }
@@ -709,7 +747,7 @@ export async function deleteKeysNotIn(
   pageSize = 1000,
 ): Promise<number> {
   let deleted = 0;
-  let start = new Uint8Array(0);
+  let start: Uint8Array = new Uint8Array(0);
   for (;;) {
     const page = await kv.range(start, "", { limit: pageSize });
     const others = page.pairs.filter((p) => !keep.has(keyString(p.key)));
@@ -719,9 +757,42 @@ export async function deleteKeysNotIn(
     }
     const last = page.pairs.at(-1)?.key;
     if (!page.more || last === undefined) return deleted;
-    // The smallest key after `last`: `last` followed by a zero byte.
-    start = new Uint8Array(last.length + 1);
-    start.set(last);
+    start = _keyAfter(last);
+  }
+}
+
+/** The smallest key after `key`: `key` followed by a zero byte. */
+function _keyAfter(key: Uint8Array): Uint8Array {
+  const after = new Uint8Array(key.length + 1);
+  after.set(key);
+  return after;
+}
+
+/**
+ * Deletes every key with `start <= key < end` (empty `start`: from the first key; empty `end`: no
+ * bound) as successive atomic DeleteRanges of at most `batch` keys each: it reads the next `batch`
+ * keys, deletes from the read's start to just past its last key, and goes on until a read finds
+ * nothing. Not atomic as a whole: a reader meanwhile may see part of the range gone, and a key
+ * written behind the cursor survives. `done.deleted` counts as it goes, so a caller whose request
+ * fails can tell how far it got.
+ */
+export async function deleteInBatches(
+  kv: KVClient,
+  start: Uint8Array,
+  end: Uint8Array,
+  batch: number,
+  done: { deleted: number } = { deleted: 0 },
+): Promise<number> {
+  let from = start;
+  for (;;) {
+    const page = await kv.range(from, end, { limit: batch });
+    const first = page.pairs[0]?.key;
+    if (first === undefined) return done.deleted;
+    // [from, after) held exactly the page's keys when it was read (a DeleteRange needs a
+    // non-empty start: `first` for --all).
+    const after = _keyAfter(page.pairs.at(-1)!.key);
+    done.deleted += await kv.deleteRange(from.length > 0 ? from : first, after);
+    from = after;
   }
 }
 

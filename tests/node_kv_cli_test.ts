@@ -273,6 +273,58 @@ Deno.test("kv command: put, get, missing get, del, scan, cas, status, errors", a
       },
     );
 
+    await step(
+      "del --batch N deletes a range of any size in atomic parts of at most N keys",
+      async () => {
+        const cl = c.client({ timeoutMs: 10_000 });
+        const keys = Array.from({ length: 250 }, (_, i) => `bt/${String(i).padStart(3, "0")}`);
+        for (let i = 0; i < keys.length; i += 25) {
+          await Promise.all(keys.slice(i, i + 25).map((k) => cl.put(k, "v")));
+        }
+        await cl.put("bt0", "just past the prefix");
+        // A scanner meanwhile sees whole parts go: 64 keys at a time, then the last 58.
+        let deleting = true;
+        const seen = new Set<number>();
+        const scanner = (async () => {
+          while (deleting) seen.add((await cl.scan("bt/", { limit: 1000 })).pairs.length);
+        })();
+        let r = await kv(eps, "del", "--prefix", "bt/", "--batch", "64");
+        deleting = false;
+        await scanner;
+        equal(r.code, 0, r.err);
+        equal(r.out, "250\n");
+        for (const n of seen) ok([250, 186, 122, 58, 0].includes(n), `a scan saw ${n} keys`);
+        ok(seen.has(250), "the scans began after the deletion"); // the command takes ~0.3 s to start
+        equal((await cl.scan("bt/")).pairs.length, 0);
+        equal(await cl.getString("bt0"), "just past the prefix");
+        // START END, one key a part.
+        r = await kv(eps, "del", "bt", "bt1", "--batch", "1");
+        equal(r.code, 0, r.err);
+        equal(r.out, "1\n");
+        // --all, three keys a part: every key, whatever its first byte.
+        for (let i = 0; i < 10; i++) await cl.put(`${i}/z`, "v");
+        await cl.put(new Uint8Array([0]), "zero");
+        const before = (await cl.range("", "", { limit: 10_000 })).pairs.length;
+        r = await kv(eps, "del", "--all", "--batch", "3");
+        equal(r.code, 0, r.err);
+        equal(r.out, `${before}\n`);
+        equal((await cl.range("", "", { limit: 10 })).pairs.length, 0);
+        // --batch is for ranges only, and N must be a positive whole number.
+        for (
+          const args of [
+            ["del", "k", "--batch", "2"],
+            ["get", "k", "--batch", "2"],
+            ["del", "--prefix", "x", "--batch", "0"],
+            ["del", "--prefix", "x", "--batch", "many"],
+          ]
+        ) {
+          r = await kv(eps, ...args);
+          equal(r.code, 2, `${args.join(" ")}: ${r.err}`);
+          match(r.err, /^kv: .*\n$/);
+        }
+      },
+    );
+
     await step("member list names every member", async () => {
       const r = await kv(eps, "member", "list");
       equal(r.code, 0, r.err);
