@@ -648,8 +648,9 @@ class _Batch {
 
   /**
    * The user keys in [start, end) (engine keys; no `end`: to the last user key) that are live
-   * after this batch's writes so far, in the engine's key order and then this batch's: the same
-   * on every replica, which applies the same entries to the same state. `undefined` when the
+   * after this batch's writes so far: the engine's keys this batch did not write, in key order,
+   * then the keys it put, in the order of their last write; the same on every replica, which
+   * applies the same entries to the same state. `undefined` when the
    * engine or the result holds more than `limit` of them (only `limit + 1` keys are read).
    */
   liveKeysIn(
@@ -657,18 +658,26 @@ class _Batch {
     end: Uint8Array | undefined,
     limit: number,
   ): Uint8Array[] | undefined {
-    const live = new Map<string, Uint8Array>();
     const scan = { prefix: _USER_PREFIX, start, end, limit: limit + 1, keysOnly: true };
-    for (const kv of this.#engine.scanSync(scan)) live.set(keyString(kv.key), kv.key);
-    if (live.size > limit) return undefined;
+    const keys: Uint8Array[] = [];
+    for (const kv of this.#engine.scanSync(scan)) keys.push(kv.key);
+    if (keys.length > limit) return undefined;
+    // This batch's own earlier writes in the range, last one per key (usually none).
+    let mine: Map<string, EngineOp> | undefined;
     for (const op of this.ops) {
       const k = op.key;
       if (k[0] !== USER || compareBytes(k, start) < 0) continue;
       if (end !== undefined && compareBytes(k, end) >= 0) continue;
-      if (op.type === "put") live.set(keyString(k), k);
-      else live.delete(keyString(k));
+      const id = keyString(k);
+      mine ??= new Map();
+      mine.delete(id); // re-inserted last: the map keeps the order of each key's last write
+      mine.set(id, op);
     }
-    return live.size > limit ? undefined : [...live.values()];
+    if (mine === undefined) return keys;
+    const written = mine;
+    const live = keys.filter((k) => !written.has(keyString(k)));
+    for (const op of written.values()) if (op.type === "put") live.push(op.key);
+    return live.length > limit ? undefined : live;
   }
 
   read(key: Uint8Array): Uint8Array | undefined {
