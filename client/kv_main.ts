@@ -53,7 +53,8 @@ Commands:
   del START END                 delete every key in START <= KEY < END ("" = no end), at once
   del --prefix PREFIX           delete every key starting with PREFIX, at once
   del --all                     delete every key, at once (these three print how many; a
-                                range of over 100,000 keys is refused: use --batch)
+                                range over the nodes' limit, by default 100,000 keys,
+                                is refused: use --batch)
   del ... --batch N             the same range in successive atomic parts of at most N keys
                                 (any size of range; not atomic as a whole)
   scan PREFIX [--limit N]       print KEY<TAB>VALUE lines for keys starting with PREFIX

@@ -17,7 +17,11 @@
  *                       casFlags: bit0 expect absent, bit1 delete instead of writing value
  *   op 4 barrier body = (empty) — a linearizable read point through the log
  *   op 5 deleteRange  body = start:bytes end:bytes — every user key in [start, end) (empty end:
- *                       no upper bound), enumerated when the entry is applied
+ *                       no upper bound), enumerated when the entry is applied; refused whole
+ *                       when the range holds more than 100,000 keys
+ *   op 6 deleteRange with its own limit  body = start:bytes end:bytes limit:v — the same, refused
+ *                       over `limit` keys (the proposer's `--max-delete-range-keys`: every replica
+ *                       applies the limit the entry carries, whatever its own flag says)
  * result   = version:u8 (=1) kind:u8 ...
  *   kind 1 ok        (put, barrier)
  *   kind 2 delete    existed:u8
@@ -25,7 +29,9 @@
  *   kind 4 deleteRange  flags:u8 (bit0: over the limit, nothing deleted) deleted:v
  * ```
  *
- * A node from before op 5 cannot decode a batch that holds one (it stops, asking to be upgraded).
+ * A node from before op 5 (op 6) cannot decode a batch that holds one (it stops, asking to be
+ * upgraded). A range with the default limit is written as op 5, so that nodes that know op 5 but
+ * not op 6 read it.
  *
  * `origin` (proposing node id), `epoch` (random per process start) and `reqId` identify the
  * request so the node that proposed it can answer its client when it applies the entry. `clientId`
@@ -86,6 +92,10 @@ const OP_DELETE = 2;
 const OP_CAS = 3;
 const OP_BARRIER = 4;
 const OP_DELETE_RANGE = 5;
+const OP_DELETE_RANGE_LIMIT = 6;
+
+/** The most keys one DeleteRange deletes unless its entry says otherwise (op 5's limit). */
+export const DELETE_RANGE_DEFAULT_LIMIT = 100_000;
 
 const EMPTY = new Uint8Array(0);
 
@@ -129,11 +139,13 @@ export interface CasCommand extends CommandHeader {
 export interface BarrierCommand extends CommandHeader {
   op: "barrier";
 }
-/** Remove every key in [start, end) (empty `end`: no upper bound). */
+/** Remove every key in [start, end) (empty `end`: no upper bound), or none if over `limit`. */
 export interface DeleteRangeCommand extends CommandHeader {
   op: "deleteRange";
   start: Uint8Array;
   end: Uint8Array;
+  /** The most live keys it deletes (≥ 1); a range with more is refused whole. */
+  limit: number;
 }
 /** Any state-machine command. */
 export type Command =
@@ -264,7 +276,7 @@ function _bodySize(c: Command): number {
       return 0;
     case "deleteRange":
       return _varintSize(c.start.length) + c.start.length + _varintSize(c.end.length) +
-        c.end.length;
+        c.end.length + (c.limit === DELETE_RANGE_DEFAULT_LIMIT ? 0 : _varintSize(c.limit));
   }
 }
 
@@ -329,7 +341,9 @@ export function encodeBatch(cmds: readonly Command[]): Uint8Array {
         ? OP_CAS
         : c.op === "barrier"
         ? OP_BARRIER
-        : OP_DELETE_RANGE,
+        : c.limit === DELETE_RANGE_DEFAULT_LIMIT
+        ? OP_DELETE_RANGE
+        : OP_DELETE_RANGE_LIMIT,
     );
     w.varint(c.origin);
     w.varint(c.epoch);
@@ -359,6 +373,7 @@ export function encodeBatch(cmds: readonly Command[]): Uint8Array {
       case "deleteRange":
         w.bytes(c.start);
         w.bytes(c.end);
+        if (c.limit !== DELETE_RANGE_DEFAULT_LIMIT) w.varint(c.limit);
         break;
     }
   }
@@ -436,10 +451,13 @@ export function decodeBatch(data: Uint8Array): Command[] {
       case OP_BARRIER:
         out.push({ op: "barrier", origin, epoch, reqId, clientId, seq });
         break;
-      case OP_DELETE_RANGE: {
+      case OP_DELETE_RANGE:
+      case OP_DELETE_RANGE_LIMIT: {
         const start = r.bytes();
         const end = r.bytes();
-        out.push({ op: "deleteRange", origin, epoch, reqId, clientId, seq, start, end });
+        const limit = op === OP_DELETE_RANGE ? DELETE_RANGE_DEFAULT_LIMIT : r.varint();
+        if (limit < 1) throw new CommandCodecError("command: deleteRange limit 0");
+        out.push({ op: "deleteRange", origin, epoch, reqId, clientId, seq, start, end, limit });
         break;
       }
       default:

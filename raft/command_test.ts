@@ -7,6 +7,7 @@ import {
   commandSize,
   decodeBatch,
   decodeResult,
+  DELETE_RANGE_DEFAULT_LIMIT,
   encodeBatch,
   encodeResult,
 } from "./command.ts";
@@ -36,7 +37,13 @@ Deno.test("command batch round-trips every op", () => {
       del: true,
     },
     { op: "barrier", ...h },
-    { op: "deleteRange", ...h, start: enc.encode("a/"), end: enc.encode("a0") },
+    {
+      op: "deleteRange",
+      ...h,
+      start: enc.encode("a/"),
+      end: enc.encode("a0"),
+      limit: DELETE_RANGE_DEFAULT_LIMIT,
+    },
     {
       op: "deleteRange",
       ...h,
@@ -44,6 +51,7 @@ Deno.test("command batch round-trips every op", () => {
       seq: 3,
       start: new Uint8Array(0),
       end: new Uint8Array(0),
+      limit: 5,
     },
   ];
   const buf = encodeBatch(cmds);
@@ -91,6 +99,31 @@ Deno.test("client ids keep all 64 bits; a batch without one past 2^53 is still v
   assert.equal(clientIdOf(2n ** 64n), undefined);
   assert.equal(clientIdOf(-1), undefined);
   assert.equal(clientIdOfDouble(2 ** 64), 2n ** 64n - 1n);
+});
+
+Deno.test("a range with the default limit is op 5, byte for byte as before; another limit is op 6", () => {
+  const range = (limit: number): Command => ({
+    op: "deleteRange",
+    origin: 1,
+    epoch: 2,
+    reqId: 3,
+    clientId: 0,
+    seq: 0,
+    start: enc.encode("a"),
+    end: enc.encode("b"),
+    limit,
+  });
+  // version 1, one command: op 5, origin 1, epoch 2, reqId 3, no client id, "a", "b".
+  const op5 = [1, 1, 5, 1, 2, 3, 0, 1, 0x61, 1, 0x62];
+  assert.deepEqual([...encodeBatch([range(DELETE_RANGE_DEFAULT_LIMIT)])], op5);
+  // op 6: the same, then the limit (300 as a varint: 0xac 0x02).
+  const op6 = [1, 1, 6, 1, 2, 3, 0, 1, 0x61, 1, 0x62, 0xac, 0x02];
+  assert.deepEqual([...encodeBatch([range(300)])], op6);
+  assert.equal((decodeBatch(new Uint8Array(op5))[0] as { limit: number }).limit, 100_000);
+  assert.equal((decodeBatch(new Uint8Array(op6))[0] as { limit: number }).limit, 300);
+  // A limit of 0 was never written: malformed.
+  const zero = [1, 1, 6, 1, 2, 3, 0, 1, 0x61, 1, 0x62, 0];
+  assert.throws(() => decodeBatch(new Uint8Array(zero)), CommandCodecError);
 });
 
 Deno.test("empty entry data decodes to no commands (the leader's no-op)", () => {

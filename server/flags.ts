@@ -4,6 +4,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { DELETE_RANGE_DEFAULT_LIMIT as MAX_DELETE_RANGE_KEYS_DEFAULT } from "../raft/command.ts";
 
 /** The default cluster: three nodes on loopback. */
 export const DEFAULT_PEERS = "1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50053";
@@ -48,6 +49,11 @@ export interface NodeOptions {
    * it the node refuses puts (RESOURCE_EXHAUSTED) and still serves reads and deletes.
    */
   quotaBytes: number;
+  /**
+   * The most keys a DeleteRange this node proposes may delete; a range with more is refused whole.
+   * The limit goes into the log entry, so every replica applies the proposer's.
+   */
+  maxDeleteRangeKeys: number;
   /** Addresses of members of a running cluster to join (empty: bootstrap from --peers). */
   join: string[];
   /** Self-test mode: reads served from local state with no leadership check. Hidden. */
@@ -104,6 +110,11 @@ Options:
                     refuses puts and writing compare-and-swaps with RESOURCE_EXHAUSTED and
                     serves reads and deletes; writes resume once compaction has brought the
                     data under it (delete keys), or after a restart with a larger quota
+  --max-delete-range-keys N
+                    the most keys one DeleteRange may delete (default 100000, at most
+                    1000000); a larger range is refused whole with RESOURCE_EXHAUSTED.
+                    Applying a range holds every replica's event loop for about 2-4 ms per
+                    thousand keys here: a limit well above the default risks elections
   --join H:P[,...]  join a running cluster through these members (start empty; the member
                     must have been added with \`kv member add\` first)
   -h, --help        print this help`;
@@ -189,6 +200,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
         "snapshot-entries": { type: "string", default: "10000" },
         "read-mode": { type: "string", default: "readindex" },
         "quota-bytes": { type: "string", default: "2GiB" },
+        "max-delete-range-keys": { type: "string", default: String(MAX_DELETE_RANGE_KEYS_DEFAULT) },
         "initial-cluster-token": { type: "string", default: "" },
         join: { type: "string" },
         "unsafe-local-reads": { type: "boolean", default: false },
@@ -230,6 +242,15 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     throw new UsageError(`--read-mode must be readindex or lease, got "${readMode}"`);
   }
   const quotaBytes = parseBytes(values["quota-bytes"], "--quota-bytes");
+  const maxDeleteRangeKeys = parsePositive(
+    values["max-delete-range-keys"],
+    "--max-delete-range-keys",
+  );
+  if (maxDeleteRangeKeys > 1_000_000) {
+    throw new UsageError(
+      `--max-delete-range-keys must be at most 1000000, got ${maxDeleteRangeKeys}`,
+    );
+  }
   const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
   for (const a of join) {
     const m = /^(.+):(\d+)$/.exec(a);
@@ -253,6 +274,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     readMode,
     clusterToken: values["initial-cluster-token"],
     quotaBytes,
+    maxDeleteRangeKeys,
     join,
     unsafeLocalReads: values["unsafe-local-reads"],
     exitWithParent: values["exit-with-parent"],

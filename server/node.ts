@@ -590,6 +590,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       driver,
       sm,
       unsafeLocalReads: opts.unsafeLocalReads,
+      maxDeleteRangeKeys: opts.maxDeleteRangeKeys,
       addressOf,
       spaceRefusal: () => quota.refusal,
       requests,

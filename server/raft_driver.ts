@@ -201,6 +201,7 @@ function _command(input: CommandInput, origin: number, epoch: number, reqId: num
         seq,
         start: input.start,
         end: input.end,
+        limit: input.limit,
       };
   }
 }

@@ -70,6 +70,8 @@ export interface ServiceContext {
   readonly sm: StateMachine;
   /** Serve reads from local state with no leadership check (self-test mode). */
   readonly unsafeLocalReads: boolean;
+  /** The most keys a DeleteRange proposed here may delete (default {@linkcode DELETE_RANGE_LIMIT}). */
+  readonly maxDeleteRangeKeys?: number;
   /** Client address of a member, if known. */
   addressOf(id: number): string | undefined;
   /**
@@ -480,17 +482,19 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       "DeleteRange",
       async (req, call) => {
         const { start, end } = _deleteRangeBounds(req);
+        const limit = ctx.maxDeleteRangeKeys ?? DELETE_RANGE_LIMIT;
         const { result, index } = await write({
           op: "deleteRange",
           start,
           end,
+          limit,
           clientId: _clientId(req.client_id, req.seq),
           seq: _seq(req.seq),
         }, call);
         if (result.kind === "deleteRange" && result.overLimit) {
           throw new RpcError(
             grpc.status.RESOURCE_EXHAUSTED,
-            `the range holds more than ${DELETE_RANGE_LIMIT} keys, the most one DeleteRange ` +
+            `the range holds more than ${limit} keys, the most one DeleteRange ` +
               `deletes; nothing was deleted (delete it in smaller ranges)`,
           );
         }

@@ -49,6 +49,7 @@ import {
   type CommandResult,
   decodeBatch,
   decodeResult,
+  DELETE_RANGE_DEFAULT_LIMIT,
   encodeResult,
 } from "../raft/command.ts";
 import type { Command } from "../raft/command.ts";
@@ -125,11 +126,12 @@ export const DEDUP_WINDOW = 1_000_000;
 /** Entries between two sweeps of expired exactly-once records. */
 export const DEDUP_SWEEP_EVERY = 4096;
 /**
- * The most keys one DeleteRange deletes. A range that holds more is refused whole (nothing is
- * deleted), so that one request cannot make every replica build an unbounded write in memory.
- * Part of the replicated state machine: every replica must use the same value.
+ * The most keys one DeleteRange deletes by default (`--max-delete-range-keys`). A range that
+ * holds more is refused whole (nothing is deleted), so that one request cannot make every replica
+ * build an unbounded write in memory. The limit travels in the log entry (raft/command.ts), so
+ * that every replica applies the same one whatever its own flag says.
  */
-export const DELETE_RANGE_LIMIT = 100_000;
+export const DELETE_RANGE_LIMIT = DELETE_RANGE_DEFAULT_LIMIT;
 
 /** An exactly-once record: a client's last applied write and the log index that applied it. */
 interface _Dedup {
@@ -279,7 +281,6 @@ export class StateMachine {
   readonly #dedup = new Map<ClientId, _Dedup>();
   readonly #dedupWindow: number;
   readonly #dedupSweepEvery: number;
-  readonly #deleteRangeLimit: number;
   readonly #onError: (msg: string) => void;
 
   private constructor(
@@ -287,20 +288,17 @@ export class StateMachine {
     onError: (msg: string) => void,
     window: number,
     every: number,
-    deleteRangeLimit: number,
   ) {
     this.#engine = engine;
     this.#onError = onError;
     this.#dedupWindow = window;
     this.#dedupSweepEvery = every;
-    this.#deleteRangeLimit = deleteRangeLimit;
   }
 
   /**
-   * Loads the applied index, members and exactly-once table from `engine`. `dedupWindow`,
-   * `dedupSweepEvery` and `deleteRangeLimit` (default {@linkcode DEDUP_WINDOW},
-   * {@linkcode DEDUP_SWEEP_EVERY}, {@linkcode DELETE_RANGE_LIMIT}) are for tests: replicas that
-   * differ in them diverge.
+   * Loads the applied index, members and exactly-once table from `engine`. `dedupWindow` and
+   * `dedupSweepEvery` (default {@linkcode DEDUP_WINDOW}, {@linkcode DEDUP_SWEEP_EVERY}) are for
+   * tests: replicas that differ in them diverge.
    */
   static open(
     engine: SmEngine,
@@ -308,7 +306,6 @@ export class StateMachine {
       log?: (msg: string) => void;
       dedupWindow?: number;
       dedupSweepEvery?: number;
-      deleteRangeLimit?: number;
     } = {},
   ): StateMachine {
     const sm = new StateMachine(
@@ -316,7 +313,6 @@ export class StateMachine {
       opts.log ?? ((m) => console.error(m)),
       opts.dedupWindow ?? DEDUP_WINDOW,
       opts.dedupSweepEvery ?? DEDUP_SWEEP_EVERY,
-      opts.deleteRangeLimit ?? DELETE_RANGE_LIMIT,
     );
     sm.#load();
     return sm;
@@ -604,7 +600,7 @@ export class StateMachine {
       case "barrier":
         return _OK;
       case "deleteRange": {
-        const limit = this.#deleteRangeLimit;
+        const limit = cmd.limit;
         const keys = batch.liveKeysIn(
           userKey(cmd.start),
           cmd.end.length > 0 ? userKey(cmd.end) : undefined,

@@ -3,7 +3,7 @@ import { type Command, encodeBatch, encodeResult } from "../raft/command.ts";
 import { encodeConfChange } from "../raft/codec.ts";
 import { type Entry, EntryType } from "../raft/types.ts";
 import { KVEngine, MemFs } from "../storage/mod.ts";
-import { StateMachine } from "./state_machine.ts";
+import { DELETE_RANGE_LIMIT, StateMachine } from "./state_machine.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -112,7 +112,13 @@ Deno.test("state machine deletes a range atomically: only user keys in it, this 
   const { sm, engine } = await open(fs);
   const put = (k: string) => cmd({ op: "put", key: enc.encode(k), value: enc.encode(k) });
   const range = (start: string, end: string, extra: Partial<Command> = {}) =>
-    cmd({ op: "deleteRange", start: enc.encode(start), end: enc.encode(end), ...extra });
+    cmd({
+      op: "deleteRange",
+      start: enc.encode(start),
+      end: enc.encode(end),
+      limit: DELETE_RANGE_LIMIT,
+      ...extra,
+    });
   await sm.apply([entry(1, ["a", "b/1", "b/2", "b/3", "c", "d"].map(put))], mine);
   const { results } = await sm.apply([
     entry(2, [
@@ -153,12 +159,12 @@ Deno.test("state machine deletes a range atomically: only user keys in it, this 
   await again.engine.close();
 });
 
-Deno.test("state machine refuses a range over its key limit whole, counting this batch's writes", async () => {
+Deno.test("state machine refuses a range over its entry's key limit whole, counting this batch's writes", async () => {
   const engine = await KVEngine.open("/sm", { fs: new MemFs(), sync: "none" });
-  const sm = StateMachine.open(engine, { deleteRangeLimit: 3 });
+  const sm = StateMachine.open(engine);
   const put = (k: string) => cmd({ op: "put", key: enc.encode(k), value: enc.encode(k) });
-  const range = (start: string, end: string) =>
-    cmd({ op: "deleteRange", start: enc.encode(start), end: enc.encode(end) });
+  const range = (start: string, end: string, limit = 3) =>
+    cmd({ op: "deleteRange", start: enc.encode(start), end: enc.encode(end), limit });
   const over = { kind: "deleteRange", deleted: 0, overLimit: true };
   await sm.apply([entry(1, ["a", "b", "c", "d"].map(put))], mine);
   const { results } = await sm.apply([
@@ -177,6 +183,10 @@ Deno.test("state machine refuses a range over its key limit whole, counting this
   assert.deepEqual(r[1], { kind: "deleteRange", deleted: 3, overLimit: false });
   assert.deepEqual(r[6], over);
   assert.deepEqual(sm.scan({}).pairs.map((p) => dec.decode(p.key)), ["d", "x", "y", "z", "zz"]);
+  // The limit is the entry's, not the node's: the same range with a larger one goes.
+  const more = await sm.apply([entry(3, [range("x", "", 4)])], mine);
+  assert.deepEqual(more.results[0]!.result, { kind: "deleteRange", deleted: 4, overLimit: false });
+  assert.deepEqual(sm.scan({}).pairs.map((p) => dec.decode(p.key)), ["d"]);
   await engine.close();
 });
 

@@ -1,13 +1,27 @@
 /**
- * DeleteRange's limit end to end, at its real size: a 3-node cluster holding 100,001 keys under one
+ * DeleteRange's limit end to end. At its real size: a 3-node cluster holding 100,001 keys under one
  * prefix refuses to delete the prefix at once (`kv del --prefix`: exit 3, RESOURCE_EXHAUSTED, a
  * hint to use `--batch`, and nothing deleted on any node), then deletes a range of exactly 100,000
- * of them in one step, leaving the one outside it.
+ * of them in one step, leaving the one outside it. And set per node (`--max-delete-range-keys`):
+ * the limit of the node that proposes the range travels in its log entry, so nodes with different
+ * limits still apply every range alike.
  */
-import { equal, match } from "node:assert/strict";
-import { bytesToString } from "../client/client.ts";
+import { equal, match, ok } from "node:assert/strict";
+import { bytesToString, KVError } from "../client/client.ts";
 import { DELETE_RANGE_LIMIT } from "../server/state_machine.ts";
-import { runKvCli as kv, waitFor, withCluster } from "./harness.ts";
+import { runKvCli as kv, type TestCluster, waitFor, withCluster } from "./harness.ts";
+
+/** Waits until every node applied what the leader has committed. */
+async function allApplied(c: TestCluster): Promise<void> {
+  const leader = await c.status(c.leaderId()!);
+  for (const node of c.nodes) {
+    await waitFor(
+      `node ${node.id} to apply`,
+      30_000,
+      async () => (await c.status(node.id)).appliedIndex >= leader.commitIndex,
+    );
+  }
+}
 
 Deno.test("DeleteRange: a range over 100,000 keys is refused whole; one of 100,000 goes at once", async () => {
   await withCluster({ nodes: 3 }, async (c) => {
@@ -27,13 +41,8 @@ Deno.test("DeleteRange: a range over 100,000 keys is refused whole; one of 100,0
     match(r.err, /^kv: resource_exhausted: .*more than 100000 keys.*--batch N/);
     equal(r.out, "");
     // Refused on every replica alike: each still holds the first and the last key.
-    const leader = await c.status(c.leaderId()!);
+    await allApplied(c);
     for (const node of c.nodes) {
-      await waitFor(
-        `node ${node.id} to apply`,
-        30_000,
-        async () => (await c.status(node.id)).appliedIndex >= leader.commitIndex,
-      );
       const local = c.nodeClient(node.id, { timeoutMs: 30_000 });
       for (const i of [0, 50_000, n - 1]) {
         equal(await local.getString(key(i), { serializable: true }), "v", `node ${node.id}`);
@@ -47,5 +56,44 @@ Deno.test("DeleteRange: a range over 100,000 keys is refused whole; one of 100,0
     // Under the limit now, the prefix goes at once.
     equal(await cl.deletePrefix("lim/"), 1);
     equal((await cl.scan("lim/")).pairs.length, 0);
+  });
+});
+
+Deno.test("DeleteRange: the proposing node's --max-delete-range-keys holds on every replica", async () => {
+  await withCluster({ nodes: 3, extraArgs: ["--max-delete-range-keys", "5"] }, async (c) => {
+    const leaderId = await c.waitForLeader(5000);
+    // The followers restart with the default limit (100,000); the leader keeps 5.
+    for (const node of c.nodes.filter((n) => n.id !== leaderId)) {
+      await node.stop();
+      node.extraArgs = [];
+      node.start();
+    }
+    equal(await c.waitForLeader(10_000), leaderId);
+    const cl = c.client({ timeoutMs: 10_000 });
+    const put6 = async () => {
+      for (let i = 1; i <= 6; i++) await cl.put(`m/${i}`, "v");
+    };
+    const everywhere = async () => {
+      await allApplied(c);
+      const counts = [];
+      for (const node of c.nodes) {
+        const local = c.nodeClient(node.id);
+        counts.push((await local.scan("m/", { serializable: true })).pairs.length);
+      }
+      return counts.join(",");
+    };
+    await put6();
+    // Through the leader: its limit, 5, refuses the 6 keys, and every replica keeps them.
+    const refused = await c.nodeClient(leaderId).deletePrefix("m/").then((n) => n, (e) => e);
+    ok(refused instanceof KVError && refused.kind === "resource_exhausted", String(refused));
+    match(refused.message, /more than 5 keys/);
+    equal(await everywhere(), "6,6,6");
+    equal(await c.nodeClient(leaderId).deleteRange("m/1", "m/6"), 5);
+    equal(await everywhere(), "1,1,1");
+    // Through a follower: its limit (the default) goes with the entry, and the leader applies it.
+    await put6();
+    const follower = c.nodes.find((n) => n.id !== leaderId)!;
+    equal(await c.nodeClient(follower.id).deletePrefix("m/"), 6);
+    equal(await everywhere(), "0,0,0");
   });
 });
