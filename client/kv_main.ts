@@ -773,8 +773,9 @@ function _keyAfter(key: Uint8Array): Uint8Array {
  * Deletes every key with `start <= key < end` (empty `start`: from the first key; empty `end`: no
  * bound) as successive atomic DeleteRanges of at most `batch` keys each: it reads the next `batch`
  * keys, deletes from the read's start to just past its last key, and goes on until a read finds
- * nothing. Not atomic as a whole: a reader meanwhile may see part of the range gone, and a key
- * written behind the cursor survives. `done.deleted` counts as it goes, so a caller whose request
+ * nothing. A part the nodes refuse as too large (over their `--max-delete-range-keys`) is read and
+ * tried again at half the size. Not atomic as a whole: a reader meanwhile may see part of the range
+ * gone, and a key written behind the cursor survives. `done.deleted` counts as it goes, so a caller whose request
  * fails can tell how far it got.
  */
 export async function deleteInBatches(
@@ -785,14 +786,22 @@ export async function deleteInBatches(
   done: { deleted: number } = { deleted: 0 },
 ): Promise<number> {
   let from = start;
+  let size = batch;
   for (;;) {
-    const page = await kv.range(from, end, { limit: batch });
+    const page = await kv.range(from, end, { limit: size });
     const first = page.pairs[0]?.key;
     if (first === undefined) return done.deleted;
     // [from, after) held exactly the page's keys when it was read (a DeleteRange needs a
     // non-empty start: `first` for --all).
     const after = _keyAfter(page.pairs.at(-1)!.key);
-    done.deleted += await kv.deleteRange(from.length > 0 ? from : first, after);
+    try {
+      done.deleted += await kv.deleteRange(from.length > 0 ? from : first, after);
+    } catch (e) {
+      // More keys than the nodes' --max-delete-range-keys: the same part again, half as large.
+      if (!(e instanceof KVError) || e.kind !== "resource_exhausted" || size === 1) throw e;
+      size = Math.max(1, Math.floor(size / 2));
+      continue;
+    }
     from = after;
   }
 }

@@ -90,6 +90,13 @@ Deno.test("DeleteRange: the proposing node's --max-delete-range-keys holds on ev
     equal(await everywhere(), "6,6,6");
     equal(await c.nodeClient(leaderId).deleteRange("m/1", "m/6"), 5);
     equal(await everywhere(), "1,1,1");
+    // kv del --batch with parts larger than the leader's limit: refused parts are halved (8, 4).
+    await put6();
+    const leaderAddr = c.node(leaderId).address;
+    const r = await kv([leaderAddr], "del", "--prefix", "m/", "--batch", "8");
+    equal(r.code, 0, r.err);
+    equal(r.out, "6\n");
+    equal(await everywhere(), "0,0,0");
     // Through a follower: its limit (the default) goes with the entry, and the leader applies it.
     await put6();
     const follower = c.nodes.find((n) => n.id !== leaderId)!;
