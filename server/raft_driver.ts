@@ -29,6 +29,7 @@
  *
  * @module
  */
+import { keyString } from "../storage/coding.ts";
 import type { RaftLogStore } from "../raft/log_store.ts";
 import type { RaftNode } from "../raft/node.ts";
 import {
@@ -204,12 +205,6 @@ function _command(input: CommandInput, origin: number, epoch: number, reqId: num
         limit: input.limit,
       };
   }
-}
-
-function _ctxKey(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
-  return s;
 }
 
 /** What a leader applies during its own fsync (see `RaftDriver.#applyWhileSyncing`). */
@@ -759,7 +754,7 @@ export class RaftDriver {
     const dv = new DataView(ctx.buffer);
     dv.setUint32(0, this.#o.epoch >>> 0);
     dv.setFloat64(4, this.#nextReq++);
-    const b: _ReadBatch = { ctx, key: _ctxKey(ctx), waiters, sentAt: Date.now(), index: -1 };
+    const b: _ReadBatch = { ctx, key: keyString(ctx), waiters, sentAt: Date.now(), index: -1 };
     if (this.#role === "leader") this.#guardLease();
     const err = this.node.readIndex(ctx);
     if (err !== undefined) {
@@ -790,7 +785,7 @@ export class RaftDriver {
 
   #onReadStates(states: ReadState[]): void {
     for (const rs of states) {
-      const b = this.#reads.get(_ctxKey(rs.context));
+      const b = this.#reads.get(keyString(rs.context));
       if (b === undefined) continue;
       this.#reads.delete(b.key);
       b.index = rs.index;
