@@ -273,6 +273,13 @@ export class RaftDriver {
     this.#durableLast = opts.store.lastIndex();
     this.#tickTimes = new Float64Array(Math.max(16, this.node.leaseTicks + 2));
     this.#snapIndex = opts.store.snapshot().meta.index;
+    // A leader about to apply a DeleteRange (a long synchronous step) first sends the commit
+    // index it holds back (#out), and lets the peer streams write it, so that followers learn of
+    // the commit now and apply the range alongside the leader, not after it.
+    opts.sm.beforeLongApply = async () => {
+      if (this.#role === "leader") this.#sendHeld();
+      await null;
+    };
   }
 
   /**

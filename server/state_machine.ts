@@ -281,6 +281,12 @@ export class StateMachine {
   readonly #dedup = new Map<ClientId, _Dedup>();
   readonly #dedupWindow: number;
   readonly #dedupSweepEvery: number;
+  /**
+   * Awaited once per apply before the first DeleteRange in it, whose key enumeration holds the
+   * event loop for up to a few hundred milliseconds: the node sends what it must send first (a
+   * leader, the new commit index, so that followers apply alongside it rather than after it).
+   */
+  beforeLongApply: (() => Promise<void>) | undefined;
   readonly #onError: (msg: string) => void;
 
   private constructor(
@@ -439,6 +445,7 @@ export class StateMachine {
     const dedupDirty = new Set<ClientId>();
     let membersDirty = false;
     let last: Entry | undefined;
+    let warned = false;
     // Every entry is decoded before anything changes. One that does not decode stops the apply
     // (the node fails) rather than being skipped: a replica that skipped a committed entry would
     // hold other data than the rest from then on. Entries are checksummed, so this is a format
@@ -495,6 +502,10 @@ export class StateMachine {
           // A retry of an applied request: answer what the first application answered.
           result = cmd.seq === dup.seq ? dup.result : _okFor(cmd);
         } else {
+          if (cmd.op === "deleteRange" && !warned && this.beforeLongApply !== undefined) {
+            warned = true;
+            await this.beforeLongApply();
+          }
           result = this.#applyOne(cmd, batch);
           if (dedup && cmd.op !== "barrier") {
             this.#dedup.delete(cmd.clientId); // re-inserted last: the map stays in index order

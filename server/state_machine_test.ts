@@ -159,6 +159,29 @@ Deno.test("state machine deletes a range atomically: only user keys in it, this 
   await again.engine.close();
 });
 
+Deno.test("state machine awaits beforeLongApply once per apply, before its first range is enumerated", async () => {
+  const { sm, engine } = await open(new MemFs());
+  const put = (k: string) => cmd({ op: "put", key: enc.encode(k), value: enc.encode(k) });
+  const range = (start: string, end: string) =>
+    cmd({ op: "deleteRange", start: enc.encode(start), end: enc.encode(end), limit: 10 });
+  const seen: string[] = [];
+  sm.beforeLongApply = async () => {
+    await null;
+    // Nothing of this apply is visible yet: the keys are all still there.
+    seen.push(sm.scan({}).pairs.map((p) => dec.decode(p.key)).join(","));
+  };
+  await sm.apply([entry(1, ["a", "b", "c"].map(put))], mine);
+  assert.deepEqual(seen, []); // no range: not called
+  const r = await sm.apply([entry(2, [range("a", "b")]), entry(3, [range("b", "")])], mine);
+  assert.deepEqual(seen, ["a,b,c"]); // two ranges in one apply: called once, before either
+  assert.deepEqual(r.results.map((x) => x.result), [
+    { kind: "deleteRange", deleted: 1, overLimit: false },
+    { kind: "deleteRange", deleted: 2, overLimit: false },
+  ]);
+  assert.deepEqual(sm.scan({}).pairs, []);
+  await engine.close();
+});
+
 Deno.test("state machine refuses a range over its entry's key limit whole, counting this batch's writes", async () => {
   const engine = await KVEngine.open("/sm", { fs: new MemFs(), sync: "none" });
   const sm = StateMachine.open(engine);
