@@ -237,8 +237,25 @@ function part(
   };
 }
 
+/** Runs an interleaved bench of the stub systems with `args` (no settling, one channel). */
+async function runStubBench(args: string[]): Promise<BenchRow[]> {
+  const o = parseClusterBenchArgs([...args, "--settle", "0", "--channels", "1"]);
+  if (o === "help") throw new Error("help");
+  const rows: BenchRow[] = [];
+  const failures: string[] = [];
+  await benchInterleaved(
+    o.systems,
+    o,
+    (row) => rows.push(row),
+    (label, e) => failures.push(`${label}: ${e}`),
+    new Set(),
+  );
+  deepEqual(failures, []);
+  return rows;
+}
+
 Deno.test("a mirrored interleaved run measures each system in two halves and merges them", async () => {
-  const o = parseClusterBenchArgs([
+  const rows = await runStubBench([
     "--mirror",
     "--systems",
     "stub,h2stub",
@@ -251,22 +268,7 @@ Deno.test("a mirrored interleaved run measures each system in two halves and mer
     "0.6",
     "--warmup",
     "0.1",
-    "--settle",
-    "0",
-    "--channels",
-    "1",
   ]);
-  if (o === "help") throw new Error("help");
-  const rows: BenchRow[] = [];
-  const failures: string[] = [];
-  await benchInterleaved(
-    o.systems,
-    o,
-    (row) => rows.push(row),
-    (label, e) => failures.push(`${label}: ${e}`),
-    new Set(),
-  );
-  deepEqual(failures, []);
   deepEqual(rows.map((r) => r.system), ["stub", "h2stub"]);
   for (const r of rows) {
     equal(r.errors, 0);
@@ -278,7 +280,7 @@ Deno.test("a mirrored interleaved run measures each system in two halves and mer
 });
 
 Deno.test("a one-client step runs for --one-client-duration, the others for --duration", async () => {
-  const o = parseClusterBenchArgs([
+  const rows = await runStubBench([
     "--interleave",
     "--systems",
     "stub",
@@ -293,22 +295,7 @@ Deno.test("a one-client step runs for --one-client-duration, the others for --du
     "0.9",
     "--warmup",
     "0.1",
-    "--settle",
-    "0",
-    "--channels",
-    "1",
   ]);
-  if (o === "help") throw new Error("help");
-  const rows: BenchRow[] = [];
-  const failures: string[] = [];
-  await benchInterleaved(
-    o.systems,
-    o,
-    (row) => rows.push(row),
-    (label, e) => failures.push(`${label}: ${e}`),
-    new Set(),
-  );
-  deepEqual(failures, []);
   deepEqual(rows.map((r) => r.concurrency), [1, 2]);
   const [one, two] = rows;
   ok(one!.seconds >= 0.85 && one!.seconds < 1.3, `one client: ${one!.seconds} s measured`);
