@@ -111,10 +111,11 @@ Options:
                     serves reads and deletes; writes resume once compaction has brought the
                     data under it (delete keys), or after a restart with a larger quota
   --max-delete-range-keys N
-                    the most keys one DeleteRange may delete (default 100000, at most
-                    1000000); a larger range is refused whole with RESOURCE_EXHAUSTED.
-                    Applying a range holds every replica's event loop for about 2-4 ms per
-                    thousand keys here: a limit well above the default risks elections
+                    the most keys one DeleteRange may delete (default and most 100000); a
+                    larger range is refused whole with RESOURCE_EXHAUSTED (kv del --batch
+                    deletes it in parts). Applying a range holds every replica's event loop
+                    for a few ms per thousand keys (2-8 here), so a lower limit shortens the
+                    longest stall a DeleteRange can cause
   --join H:P[,...]  join a running cluster through these members (start empty; the member
                     must have been added with \`kv member add\` first)
   -h, --help        print this help`;
@@ -246,9 +247,10 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     values["max-delete-range-keys"],
     "--max-delete-range-keys",
   );
-  if (maxDeleteRangeKeys > 1_000_000) {
+  if (maxDeleteRangeKeys > MAX_DELETE_RANGE_KEYS_DEFAULT) {
     throw new UsageError(
-      `--max-delete-range-keys must be at most 1000000, got ${maxDeleteRangeKeys}`,
+      `--max-delete-range-keys must be at most ${MAX_DELETE_RANGE_KEYS_DEFAULT} (a DeleteRange ` +
+        `holds every replica for a few ms per thousand keys), got ${maxDeleteRangeKeys}`,
     );
   }
   const join = (values.join ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
