@@ -400,10 +400,9 @@ export async function runKv(args: string[], io: KvIO = _stdio): Promise<number> 
         } else {
           let deleted: number;
           try {
+            // A prefix is the range [prefix, prefixEnd); only "every key" has no start.
             deleted = values.all
               ? await kv.deleteAll()
-              : values.prefix
-              ? await kv.deletePrefix(range.start)
               : await kv.deleteRange(range.start, range.end);
           } catch (e) {
             if (!(e instanceof KVError) || e.kind !== "resource_exhausted") throw e;
@@ -775,8 +774,8 @@ function _keyAfter(key: Uint8Array): Uint8Array {
  * keys, deletes from the read's start to just past its last key, and goes on until a read finds
  * nothing. A part the nodes refuse as too large (over their `--max-delete-range-keys`) is read and
  * tried again at half the size. Not atomic as a whole: a reader meanwhile may see part of the range
- * gone, and a key written behind the cursor survives. `done.deleted` counts as it goes, so a caller whose request
- * fails can tell how far it got.
+ * gone, and a key written behind the cursor survives. `done.deleted` counts as it goes, so a
+ * caller whose request fails can tell how far it got.
  */
 export async function deleteInBatches(
   kv: KVClient,

@@ -94,7 +94,11 @@ const OP_BARRIER = 4;
 const OP_DELETE_RANGE = 5;
 const OP_DELETE_RANGE_LIMIT = 6;
 
-/** The most keys one DeleteRange deletes unless its entry says otherwise (op 5's limit). */
+/**
+ * The most keys one DeleteRange deletes unless its entry says otherwise (op 5's limit), and the
+ * most a node's `--max-delete-range-keys` allows. A range that holds more is refused whole, so
+ * that one request cannot make every replica build an unbounded write in memory.
+ */
 export const DELETE_RANGE_DEFAULT_LIMIT = 100_000;
 
 const EMPTY = new Uint8Array(0);

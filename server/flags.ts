@@ -4,7 +4,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { DELETE_RANGE_DEFAULT_LIMIT as MAX_DELETE_RANGE_KEYS_DEFAULT } from "../raft/command.ts";
+import { DELETE_RANGE_DEFAULT_LIMIT } from "../raft/command.ts";
 
 /** The default cluster: three nodes on loopback. */
 export const DEFAULT_PEERS = "1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50053";
@@ -201,7 +201,7 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
         "snapshot-entries": { type: "string", default: "10000" },
         "read-mode": { type: "string", default: "readindex" },
         "quota-bytes": { type: "string", default: "2GiB" },
-        "max-delete-range-keys": { type: "string", default: String(MAX_DELETE_RANGE_KEYS_DEFAULT) },
+        "max-delete-range-keys": { type: "string", default: String(DELETE_RANGE_DEFAULT_LIMIT) },
         "initial-cluster-token": { type: "string", default: "" },
         join: { type: "string" },
         "unsafe-local-reads": { type: "boolean", default: false },
@@ -247,9 +247,9 @@ export function parseNodeFlags(args: string[]): NodeOptions | "help" {
     values["max-delete-range-keys"],
     "--max-delete-range-keys",
   );
-  if (maxDeleteRangeKeys > MAX_DELETE_RANGE_KEYS_DEFAULT) {
+  if (maxDeleteRangeKeys > DELETE_RANGE_DEFAULT_LIMIT) {
     throw new UsageError(
-      `--max-delete-range-keys must be at most ${MAX_DELETE_RANGE_KEYS_DEFAULT} (a DeleteRange ` +
+      `--max-delete-range-keys must be at most ${DELETE_RANGE_DEFAULT_LIMIT} (a DeleteRange ` +
         `holds every replica for a few ms per thousand keys), got ${maxDeleteRangeKeys}`,
     );
   }

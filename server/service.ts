@@ -11,9 +11,14 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
-import { type ClientId, clientIdOf, type CommandResult } from "../raft/command.ts";
+import {
+  type ClientId,
+  clientIdOf,
+  type CommandResult,
+  DELETE_RANGE_DEFAULT_LIMIT,
+} from "../raft/command.ts";
 import { type CommandInput, DriverError, type RaftDriver } from "./raft_driver.ts";
-import { DELETE_RANGE_LIMIT, type StateMachine, userPairs } from "./state_machine.ts";
+import { type StateMachine, userPairs } from "./state_machine.ts";
 import { type EngineView, snapshotChunks } from "./snapshot.ts";
 import { crc32 } from "node:zlib";
 import { compareBytes, prefixEnd } from "../storage/coding.ts";
@@ -70,7 +75,7 @@ export interface ServiceContext {
   readonly sm: StateMachine;
   /** Serve reads from local state with no leadership check (self-test mode). */
   readonly unsafeLocalReads: boolean;
-  /** The most keys a DeleteRange proposed here may delete (default {@linkcode DELETE_RANGE_LIMIT}). */
+  /** The most keys a DeleteRange proposed here may delete (default {@linkcode DELETE_RANGE_DEFAULT_LIMIT}). */
   readonly maxDeleteRangeKeys?: number;
   /** Client address of a member, if known. */
   addressOf(id: number): string | undefined;
@@ -482,7 +487,7 @@ export function kvstoreHandlers(ctx: ServiceContext): grpc.UntypedServiceImpleme
       "DeleteRange",
       async (req, call) => {
         const { start, end } = _deleteRangeBounds(req);
-        const limit = ctx.maxDeleteRangeKeys ?? DELETE_RANGE_LIMIT;
+        const limit = ctx.maxDeleteRangeKeys ?? DELETE_RANGE_DEFAULT_LIMIT;
         const { result, index } = await write({
           op: "deleteRange",
           start,

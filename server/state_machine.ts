@@ -49,7 +49,6 @@ import {
   type CommandResult,
   decodeBatch,
   decodeResult,
-  DELETE_RANGE_DEFAULT_LIMIT,
   encodeResult,
 } from "../raft/command.ts";
 import type { Command } from "../raft/command.ts";
@@ -125,14 +124,6 @@ const DEDUP_PREFIX = _meta("d");
 export const DEDUP_WINDOW = 1_000_000;
 /** Entries between two sweeps of expired exactly-once records. */
 export const DEDUP_SWEEP_EVERY = 4096;
-/**
- * The most keys one DeleteRange deletes by default (`--max-delete-range-keys`). A range that
- * holds more is refused whole (nothing is deleted), so that one request cannot make every replica
- * build an unbounded write in memory. The limit travels in the log entry (raft/command.ts), so
- * that every replica applies the same one whatever its own flag says.
- */
-export const DELETE_RANGE_LIMIT = DELETE_RANGE_DEFAULT_LIMIT;
-
 /** An exactly-once record: a client's last applied write and the log index that applied it. */
 interface _Dedup {
   seq: number;
@@ -445,7 +436,7 @@ export class StateMachine {
     const dedupDirty = new Set<ClientId>();
     let membersDirty = false;
     let last: Entry | undefined;
-    let warned = false;
+    let announced = false;
     // Every entry is decoded before anything changes. One that does not decode stops the apply
     // (the node fails) rather than being skipped: a replica that skipped a committed entry would
     // hold other data than the rest from then on. Entries are checksummed, so this is a format
@@ -502,8 +493,8 @@ export class StateMachine {
           // A retry of an applied request: answer what the first application answered.
           result = cmd.seq === dup.seq ? dup.result : _okFor(cmd);
         } else {
-          if (cmd.op === "deleteRange" && !warned && this.beforeLongApply !== undefined) {
-            warned = true;
+          if (cmd.op === "deleteRange" && !announced && this.beforeLongApply !== undefined) {
+            announced = true;
             await this.beforeLongApply();
           }
           result = this.#applyOne(cmd, batch);
@@ -657,8 +648,8 @@ class _Batch {
    * The user keys in [start, end) (engine keys; no `end`: to the last user key) that are live
    * after this batch's writes so far: the engine's keys this batch did not write, in key order,
    * then the keys it put, in the order of their last write; the same on every replica, which
-   * applies the same entries to the same state. `undefined` when the
-   * engine or the result holds more than `limit` of them (only `limit + 1` keys are read).
+   * applies the same entries to the same state. `undefined` when the engine or the result holds
+   * more than `limit` of them (only `limit + 1` keys are read).
    */
   liveKeysIn(
     start: Uint8Array,

@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
-import { type Command, encodeBatch, encodeResult } from "../raft/command.ts";
+import {
+  type Command,
+  DELETE_RANGE_DEFAULT_LIMIT,
+  encodeBatch,
+  encodeResult,
+} from "../raft/command.ts";
 import { encodeConfChange } from "../raft/codec.ts";
 import { type Entry, EntryType } from "../raft/types.ts";
 import { KVEngine, MemFs } from "../storage/mod.ts";
-import { DELETE_RANGE_LIMIT, StateMachine } from "./state_machine.ts";
+import { StateMachine } from "./state_machine.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -116,7 +121,7 @@ Deno.test("state machine deletes a range atomically: only user keys in it, this 
       op: "deleteRange",
       start: enc.encode(start),
       end: enc.encode(end),
-      limit: DELETE_RANGE_LIMIT,
+      limit: DELETE_RANGE_DEFAULT_LIMIT,
       ...extra,
     });
   await sm.apply([entry(1, ["a", "b/1", "b/2", "b/3", "c", "d"].map(put))], mine);

@@ -8,7 +8,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { bytesToString, KVError } from "../client/client.ts";
-import { DELETE_RANGE_LIMIT } from "../server/state_machine.ts";
+import { DELETE_RANGE_DEFAULT_LIMIT } from "../raft/command.ts";
 import { runKvCli as kv, type TestCluster, waitFor, withCluster } from "./harness.ts";
 
 /** Waits until every node applied what the leader has committed. */
@@ -28,7 +28,7 @@ Deno.test("DeleteRange: a range over 100,000 keys is refused whole; one of 100,0
     await c.waitForLeader(5000);
     const cl = c.client({ timeoutMs: 60_000 });
     const key = (i: number) => `lim/${String(i).padStart(6, "0")}`;
-    const n = DELETE_RANGE_LIMIT + 1;
+    const n = DELETE_RANGE_DEFAULT_LIMIT + 1;
     let next = 0;
     await Promise.all(
       Array.from({ length: 256 }, async () => {
@@ -50,7 +50,7 @@ Deno.test("DeleteRange: a range over 100,000 keys is refused whole; one of 100,0
     }
 
     // Exactly the limit: [lim/000000, lim/100000) holds 100,000 keys, deleted in one entry.
-    equal(await cl.deleteRange(key(0), key(n - 1)), DELETE_RANGE_LIMIT);
+    equal(await cl.deleteRange(key(0), key(n - 1)), DELETE_RANGE_DEFAULT_LIMIT);
     const left = await cl.scan("lim/", { limit: 10 });
     equal(left.pairs.map((p) => bytesToString(p.key)).join(","), key(n - 1));
     // Under the limit now, the prefix goes at once.
