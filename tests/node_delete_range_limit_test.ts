@@ -61,15 +61,19 @@ Deno.test("DeleteRange: a range over 100,000 keys is refused whole; one of 100,0
 
 Deno.test("DeleteRange: the proposing node's --max-delete-range-keys holds on every replica", async () => {
   await withCluster({ nodes: 3, extraArgs: ["--max-delete-range-keys", "5"] }, async (c) => {
-    const leaderId = await c.waitForLeader(5000);
-    // The followers restart with the default limit (100,000); the leader keeps 5.
-    for (const node of c.nodes.filter((n) => n.id !== leaderId)) {
+    await c.waitForLeader(5000);
+    // Nodes 2 and 3 restart with the default limit (100,000), one at a time so that a quorum
+    // stays up; node 1 keeps 5 and is then made the leader.
+    for (const node of c.nodes.filter((n) => n.id !== 1)) {
       await node.stop();
       node.extraArgs = [];
       node.start();
+      await c.waitForLeader(10_000);
     }
-    equal(await c.waitForLeader(10_000), leaderId);
+    const leaderId = 1;
     const cl = c.client({ timeoutMs: 10_000 });
+    if (c.leaderId() !== leaderId) await cl.transferLeader(leaderId);
+    equal(await c.waitForLeader(10_000), leaderId);
     const put6 = async () => {
       for (let i = 1; i <= 6; i++) await cl.put(`m/${i}`, "v");
     };
